@@ -1,0 +1,81 @@
+"""The device–cloud contract: topics, versioned message models, signed envelopes, JSON Schema.
+
+See docs/contract.md. Both sides import this package; it imports no I/O library.
+"""
+
+from linli.contract.envelope import canonical_json, public_key_bytes, sign_body, verify_envelope
+from linli.contract.errors import (
+    BadSignature,
+    ContractError,
+    DeviceMismatch,
+    MalformedPayload,
+    PayloadTooLarge,
+    UnknownTopic,
+    UnsupportedVersion,
+)
+from linli.contract.models import (
+    CONTRACT_VERSION,
+    Ack,
+    CommandBody,
+    CommandResult,
+    CompartmentPolicy,
+    CompartmentState,
+    ConfigBody,
+    ConfigReport,
+    Event,
+    Grant,
+    SignedEnvelope,
+    State,
+    Status,
+    Telemetry,
+)
+from linli.contract.topics import (
+    BY_NAME,
+    MAX_PAYLOAD_BYTES,
+    TOPICS,
+    TopicSpec,
+    decode,
+    decode_json,
+    encode,
+    parse_topic,
+    subscription,
+    topic,
+)
+
+__all__ = [
+    "BY_NAME",
+    "CONTRACT_VERSION",
+    "MAX_PAYLOAD_BYTES",
+    "TOPICS",
+    "Ack",
+    "BadSignature",
+    "CommandBody",
+    "CommandResult",
+    "CompartmentPolicy",
+    "CompartmentState",
+    "ConfigBody",
+    "ConfigReport",
+    "ContractError",
+    "DeviceMismatch",
+    "Event",
+    "Grant",
+    "MalformedPayload",
+    "PayloadTooLarge",
+    "SignedEnvelope",
+    "State",
+    "Status",
+    "Telemetry",
+    "TopicSpec",
+    "UnknownTopic",
+    "UnsupportedVersion",
+    "canonical_json",
+    "decode",
+    "decode_json",
+    "encode",
+    "parse_topic",
+    "public_key_bytes",
+    "sign_body",
+    "subscription",
+    "topic",
+    "verify_envelope",
+]

@@ -1,0 +1,81 @@
+"""The durable part of the controller's state, as a plain JSON-able document, and back.
+
+What survives a restart: the applied configuration (grants, compartment policy), every grant's
+uses, each compartment's content epoch, the command replay window and the time floor. Latch, door
+and occupancy are *not* restored: after a restart they are unknown until sensors say otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from linli.contract.models import Grant
+from locker_controller.core.model import (
+    Compartment,
+    ControllerState,
+    GrantUse,
+    Identity,
+    ReplayWindow,
+    TimeState,
+)
+
+DOCUMENT_VERSION = 1
+
+
+def to_document(state: ControllerState) -> dict[str, Any]:
+    """Serialize the durable part of ``state``."""
+    return {
+        "document_version": DOCUMENT_VERSION,
+        "cfg_version": state.cfg_version,
+        "cfg_issued_at_ms": state.cfg_issued_at_ms,
+        "grants": [g.model_dump(mode="json") for g in state.grants.values()],
+        "uses": {
+            gid: [u.pulses, u.first_pulse_wall_ms, u.is_consumed] for gid, u in state.uses.items()
+        },
+        "compartments": {
+            c.name: {"size": c.size, "pulse_ms": c.pulse_ms, "epoch": c.epoch}
+            for c in state.compartments.values()
+        },
+        "window": {"highest": state.window.highest, "seen": sorted(state.window.seen)},
+        "time_floor_ms": state.time.floor_wall_ms,
+    }
+
+
+def from_document(
+    identity: Identity, compartment_names: list[str], document: dict[str, Any] | None
+) -> ControllerState:
+    """Rebuild state at start-up from the persisted document (or from nothing, first boot).
+
+    Compartments wired in the board definition but unknown to the document start with defaults;
+    the axes start ``unknown``.
+    """
+    compartments = {name: Compartment(name=name) for name in compartment_names}
+    if not document:
+        return ControllerState(identity=identity, compartments=compartments)
+    if document.get("document_version") != DOCUMENT_VERSION:
+        raise ValueError(f"unsupported state document version {document.get('document_version')}")
+    for name, saved in document["compartments"].items():
+        if name in compartments:
+            compartments[name] = replace(
+                compartments[name],
+                size=saved["size"],
+                pulse_ms=int(saved["pulse_ms"]),
+                epoch=int(saved["epoch"]),
+            )
+    grants = [Grant.model_validate(g) for g in document["grants"]]
+    uses = {
+        gid: GrantUse(pulses=int(p), first_pulse_wall_ms=int(t), is_consumed=bool(c))
+        for gid, (p, t, c) in document["uses"].items()
+    }
+    window = document["window"]
+    return ControllerState(
+        identity=identity,
+        compartments=compartments,
+        cfg_version=int(document["cfg_version"]),
+        cfg_issued_at_ms=int(document["cfg_issued_at_ms"]),
+        grants={g.code_hash: g for g in grants},
+        uses=uses,
+        window=ReplayWindow(highest=int(window["highest"]), seen=frozenset(window["seen"])),
+        time=TimeState(floor_wall_ms=int(document["time_floor_ms"])),
+    )
