@@ -139,7 +139,7 @@ class _Broker:
     kind = ""
 
     def __init__(self, port: int | None) -> None:
-        self._requested_port = port
+        self._port = port
         self._info: BrokerInfo | None = None
 
     @property
@@ -283,7 +283,8 @@ class MosquittoBroker(_Broker):
         if binary is None:
             raise BrokerError("mosquitto binary not found (apt-get install mosquitto)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        port = self._requested_port or free_port()
+        # A port picked once is kept, so a restarted broker is where its clients expect it.
+        port = self._port = self._port or free_port()
         self.conf_path.write_text(self._config(port), encoding="utf-8")
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
 
@@ -404,7 +405,7 @@ class AmqttBroker(_Broker):
         """
         if self._thread is not None:
             return self.info
-        port = self._requested_port or free_port()
+        port = self._port = self._port or free_port()
         where = f"{LOCALHOST}:{port}"
         name = f"amqtt-broker-{port}"
         self._ready.clear()

@@ -318,6 +318,19 @@ def test_device_receives_its_own_commands_acks_and_configuration(
     assert locker_a.receive_until(topic, b"to-a") == [(topic, b"to-a")]
 
 
+@pytest.mark.mosquitto
+def test_broker_carries_the_largest_payload_the_contract_allows(clients: dict[str, Client]) -> None:
+    from linli.contract.topics import MAX_PAYLOAD_BYTES
+
+    cloud, locker_a = clients["cloud"], clients["locker-a"]
+    topic = "linli/v1/locker-a/cfg/desired"
+    locker_a.subscribe(topic)
+    largest = b"x" * MAX_PAYLOAD_BYTES
+    cloud.publish(topic, b"y" * (MAX_PAYLOAD_BYTES + 1))  # dropped by message_size_limit
+    cloud.publish(topic, largest)
+    assert locker_a.receive_until(topic, largest) == [(topic, largest)]
+
+
 # --- What a device must not do ------------------------------------------------------
 
 
@@ -370,7 +383,9 @@ def test_device_cannot_read_other_devices_events_or_retained_state(
     cloud, locker_a, locker_b = clients["cloud"], clients["locker-a"], clients["locker-b"]
     locker_b.publish("linli/v1/locker-b/state", b"b-state", retain=True)
     try:
-        locker_a.subscribe("linli/v1/locker-b/#", "linli/v1/+/state", "linli/v1/+/evt")
+        locker_a.subscribe(
+            "linli/v1/locker-b/#", "linli/v1/+/state", "linli/v1/+/evt", "linli/v1/locker-a/cmd"
+        )
         locker_b.publish("linli/v1/locker-b/evt", b"b-event")
         cloud.publish("linli/v1/locker-a/cmd", b"sentinel")
         got = locker_a.receive_until("linli/v1/locker-a/cmd", b"sentinel")

@@ -312,6 +312,15 @@ def _on_door(state: ControllerState, event: DoorSensed, now: Now) -> Result:
     new_door: Door = "open" if event.is_open else "closed"
     if compartment.door == new_door:
         return state, []
+    if compartment.door == "unknown":
+        # First reading after start-up: learn it. A door found open is worth an event.
+        state = _set_compartment(state, replace(compartment, door=new_door))
+        found: list[Output] = []
+        if event.is_open:
+            found.append(
+                RecordEvent("door_opened", compartment=compartment.name, reason="found_open")
+            )
+        return state, [*found, PublishState()]
     outputs: list[Output] = []
     if event.is_open:
         pulsed_recently = (
@@ -369,7 +378,10 @@ def _on_occupancy(state: ControllerState, event: OccupancySensed, now: Now) -> R
     occupancy: Occupancy = "present" if event.is_present else "absent"
     if compartment.occupancy == occupancy:
         return state, []
+    was_unknown = compartment.occupancy == "unknown"
     state = _set_compartment(state, replace(compartment, occupancy=occupancy))
+    if was_unknown:
+        return state, [PublishState()]  # first reading after start-up: published as state
     return state, [
         RecordEvent(
             "occupancy_changed",

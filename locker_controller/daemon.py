@@ -1,0 +1,404 @@
+"""The locker controller daemon: one thread runs the core; adapters only enqueue.
+
+Order of effects for every input (system.md, "Non-negotiables"):
+1. ``decide`` computes the new state and the outputs;
+2. the durable state document is persisted (grant uses, replay window, time floor) — *before*
+   anything leaves the process;
+3. outputs run in order: events are committed to the outbox before the latch command that follows
+   them, then published; a pulse is carried out by the lock bus, bounded.
+
+At start-up every latch output is switched off before anything else; at stop, again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from linli import __version__
+from linli.clock import Clock, SystemClock
+from linli.contract import (
+    Ack,
+    CommandResult,
+    CompartmentState,
+    ConfigReport,
+    ContractError,
+    Event,
+    State,
+    Telemetry,
+    decode,
+    encode,
+)
+from linli.ids import new_boot_id
+from locker_controller.core.decide import decide, trusted_time
+from locker_controller.core.model import (
+    CommandArrived,
+    ConfigArrived,
+    ControllerState,
+    Identity,
+    Input,
+    Output,
+    PublishState,
+    PulseLatch,
+    RecordEvent,
+    ReplyToCommand,
+    ReportConfig,
+    ShowMessage,
+    Ticked,
+)
+from locker_controller.core.persist import from_document, to_document
+from locker_controller.link import (
+    BrokerAddress,
+    DeviceLink,
+    DeviceSession,
+    LinkConnected,
+    LinkMessage,
+)
+from locker_controller.outbox import Outbox
+from locker_controller.statestore import StateStore
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5
+RESEND_AFTER_MS = 5_000
+TELEMETRY_EVERY_MS = 30_000
+
+
+class LockBus(Protocol):
+    """What the controller needs of the latches and sensors (GPIO now, RS485 boards later)."""
+
+    def pulse(self, compartment: str, pulse_ms: int) -> None:
+        """Energize one latch for a bounded time."""
+        ...
+
+    def all_off(self) -> None:
+        """Switch every latch output off."""
+        ...
+
+    def read_inputs(self) -> list[Input]:
+        """Current sensor levels as core inputs."""
+        ...
+
+    def close(self) -> None:
+        """Outputs off, release the hardware."""
+        ...
+
+
+@dataclass(frozen=True)
+class IdentityFile:
+    """What enrolment gives a device: its id, the pinned cloud keys, its code-hash key.
+
+    Stored as ``identity.json`` (mode 0600) in the device's data directory.
+    """
+
+    device_id: str
+    cloud_keys: Mapping[str, bytes]
+    code_hash_key: bytes = field(repr=False)
+
+    @classmethod
+    def load(cls, path: Path) -> IdentityFile:
+        """Read an identity file; a clear error if it is missing or broken."""
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls(
+                device_id=str(raw["device_id"]),
+                cloud_keys={k: bytes.fromhex(v) for k, v in raw["cloud_keys"].items()},
+                code_hash_key=bytes.fromhex(raw["code_hash_key"]),
+            )
+        except FileNotFoundError:
+            raise SystemExit(f"no identity at {path}: enrol this device first") from None
+        except (KeyError, ValueError, TypeError) as exc:
+            raise SystemExit(f"identity file {path} is invalid ({type(exc).__name__})") from None
+
+    def save(self, path: Path) -> None:
+        """Write the identity file readable by its owner only."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "device_id": self.device_id,
+            "cloud_keys": {k: v.hex() for k, v in self.cloud_keys.items()},
+            "code_hash_key": self.code_hash_key.hex(),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class _CodeRequest:
+    event: Input
+    reply: Callable[[ShowMessage | None], None]
+
+
+@dataclass(frozen=True)
+class _Stop:
+    pass
+
+
+class LockerDaemon:
+    """The controller of one locker bank.
+
+    Example:
+        >>> daemon = LockerDaemon(identity, board.compartment_names(), bus_factory, data_dir, broker)
+        >>> daemon.start()
+        >>> daemon.submit_code("12345678", channel="keypad")
+    """
+
+    def __init__(
+        self,
+        identity: IdentityFile,
+        compartment_names: list[str],
+        make_bus: Callable[[Callable[[Input], None]], LockBus],
+        data_dir: Path,
+        broker: BrokerAddress,
+        *,
+        clock: Clock | None = None,
+        keepalive_s: int = 10,
+        version: str = __version__,
+    ) -> None:
+        self.device_id = identity.device_id
+        self.boot_id = new_boot_id()
+        self._clock = clock or SystemClock()
+        self._inbox: queue.Queue[object] = queue.Queue()
+        self._bus = make_bus(self._inbox.put)
+        self._bus.all_off()  # first thing: nothing energized, whatever happened before
+        self._outbox = Outbox(data_dir / "outbox.sqlite3")
+        self._store = StateStore(data_dir / "state.json")
+        core_identity = Identity(
+            device_id=identity.device_id,
+            cloud_keys=dict(identity.cloud_keys),
+            code_hash_key=identity.code_hash_key,
+        )
+        self._state = from_document(core_identity, compartment_names, self._store.load())
+        self._seq = 0
+        self._started_mono_ms = self._clock.now().mono_ms
+        self._last_resend_ms = 0
+        self._last_tele_ms = 0
+        self._link = DeviceLink(
+            DeviceSession(identity.device_id, "locker", self.boot_id, version),
+            broker,
+            self._inbox.put,
+            keepalive_s=keepalive_s,
+        )
+        self._thread = threading.Thread(
+            target=self._run, name=f"core-{self.device_id}", daemon=True
+        )
+        self._stopped = threading.Event()
+
+    # --- public, thread-safe --------------------------------------------------------------
+
+    @property
+    def state(self) -> ControllerState:
+        """The latest state (immutable snapshot)."""
+        return self._state
+
+    @property
+    def link(self) -> DeviceLink:
+        """The MQTT session."""
+        return self._link
+
+    def start(self) -> None:
+        """Read the sensors, record the boot, connect, start the core thread."""
+        for event in self._bus.read_inputs():
+            self._inbox.put(event)
+        self._execute([RecordEvent("booted", data={"version": __version__})])
+        self._thread.start()
+        self._link.start()
+        log.info("controller %s started (boot %s)", self.device_id, self.boot_id)
+
+    def submit(self, event: Input) -> None:
+        """Enqueue an input (sensor edge, keypad code, ...)."""
+        self._inbox.put(event)
+
+    def submit_code(self, code: str, channel: str, timeout_s: float = 10.0) -> ShowMessage | None:
+        """Enter a code as a resident would; wait for what the resident would be told."""
+        from locker_controller.core.model import CodeEntered
+
+        answer: queue.Queue[ShowMessage | None] = queue.Queue(maxsize=1)
+        self._inbox.put(_CodeRequest(CodeEntered(channel, code), answer.put))
+        try:
+            return answer.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def stop(self) -> None:
+        """Latches off, say offline, stop the core thread, close the stores."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._bus.all_off()
+        self._inbox.put(_Stop())
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._link.stop()
+        self._bus.close()
+        self._outbox.close()
+        self._store.close()
+        log.info("controller %s stopped", self.device_id)
+
+    def outbox_depth(self) -> int:
+        """Events not yet acknowledged by the cloud."""
+        return self._outbox.depth()
+
+    # --- the core thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._inbox.get(timeout=TICK_S)
+            except queue.Empty:
+                item = Ticked()
+            if isinstance(item, _Stop):
+                return
+            try:
+                self._handle(item)
+            except Exception:
+                log.exception("controller core failed on %s; latches off", type(item).__name__)
+                self._bus.all_off()
+            self._periodic()
+
+    def _handle(self, item: object) -> None:
+        if isinstance(item, LinkConnected):
+            self._publish_state()
+            self._resend(everything=True)
+            return
+        if isinstance(item, LinkMessage):
+            if item.name == "ack":
+                self._on_ack(item.payload)
+                return
+            if item.name == "cmd":
+                item = CommandArrived(item.payload)
+            elif item.name == "cfg/desired":
+                item = ConfigArrived(item.payload)
+            else:
+                return
+        reply: Callable[[ShowMessage | None], None] | None = None
+        if isinstance(item, _CodeRequest):
+            reply, item = item.reply, item.event
+        state, outputs = decide(self._state, item, self._clock.now())  # type: ignore[arg-type]
+        self._state = state
+        self._store.save(to_document(state))
+        shown = self._execute(outputs)
+        if reply is not None:
+            reply(shown)
+
+    def _on_ack(self, payload: bytes) -> None:
+        try:
+            ack = decode(Ack, payload, self.device_id)
+        except ContractError as exc:
+            log.warning("ignored an ack: %s", exc.reason)
+            return
+        forgotten = self._outbox.acknowledge(ack.boot_id, ack.seq)
+        if forgotten:
+            log.debug("cloud acknowledged %d events up to %s/%d", forgotten, ack.boot_id, ack.seq)
+
+    def _execute(self, outputs: list[Output]) -> ShowMessage | None:
+        shown: ShowMessage | None = None
+        for output in outputs:
+            if isinstance(output, RecordEvent):
+                self._record(output)
+            elif isinstance(output, PulseLatch):
+                self._bus.pulse(output.compartment, output.pulse_ms)
+            elif isinstance(output, ReplyToCommand):
+                result = CommandResult(
+                    device_id=self.device_id,
+                    cmd_id=output.cmd_id,
+                    ok=output.ok,
+                    reason=output.reason,
+                )
+                self._link.publish("res", encode(result))
+            elif isinstance(output, ReportConfig):
+                report = ConfigReport(
+                    device_id=self.device_id,
+                    status=output.status,
+                    applied_version=self._state.cfg_version,
+                    refused_version=output.refused_version,
+                    reason=output.reason,
+                    grants=len(self._state.grants),
+                )
+                self._link.publish("cfg/reported", encode(report))
+            elif isinstance(output, PublishState):
+                self._publish_state()
+            elif isinstance(output, ShowMessage):
+                shown = output
+        return shown
+
+    def _record(self, output: RecordEvent) -> None:
+        now = self._clock.now()
+        wall_ms, trust = trusted_time(self._state, now)
+        self._seq += 1
+        event = Event(
+            device_id=self.device_id,
+            boot_id=self.boot_id,
+            seq=self._seq,
+            type=output.type,  # type: ignore[arg-type]
+            mono_ms=now.mono_ms,
+            wall_ms=wall_ms,
+            trust=trust,
+            compartment=output.compartment,
+            grant_id=output.grant_id,
+            cmd_id=output.cmd_id,
+            reason=output.reason,
+            data=dict(output.data),
+        )
+        payload = encode(event)
+        self._outbox.append(self.boot_id, self._seq, payload)
+        if self._link.is_connected:
+            self._link.publish("evt", payload)
+            self._outbox.mark_sent(self.boot_id, self._seq, now.mono_ms)
+
+    def _publish_state(self) -> None:
+        state = State(
+            device_id=self.device_id,
+            boot_id=self.boot_id,
+            wall_ms=trusted_time(self._state, self._clock.now())[0],
+            compartments={
+                c.name: CompartmentState(
+                    latch=c.latch,
+                    door=c.door,
+                    occupancy=c.occupancy,
+                    needs_attention=c.needs_attention,
+                    epoch=c.epoch,
+                )
+                for c in self._state.compartments.values()
+            },
+        )
+        self._link.publish("state", encode(state))
+
+    def _resend(self, *, everything: bool) -> None:
+        if not self._link.is_connected:
+            return
+        now = self._clock.now().mono_ms
+        for boot_id, seq, payload in self._outbox.due(
+            None if everything else now - RESEND_AFTER_MS
+        ):
+            self._link.publish("evt", payload)
+            self._outbox.mark_sent(boot_id, seq, now)
+
+    def _periodic(self) -> None:
+        now = self._clock.now().mono_ms
+        if now - self._last_resend_ms >= RESEND_AFTER_MS:
+            self._last_resend_ms = now
+            self._resend(everything=False)
+        if now - self._last_tele_ms >= TELEMETRY_EVERY_MS and self._link.is_connected:
+            self._last_tele_ms = now
+            age_s = None
+            if self._state.cfg_issued_at_ms:
+                wall_ms, _ = trusted_time(self._state, self._clock.now())
+                age_s = max(0, (wall_ms - self._state.cfg_issued_at_ms) // 1000)
+            tele = Telemetry(
+                device_id=self.device_id,
+                boot_id=self.boot_id,
+                uptime_s=(now - self._started_mono_ms) // 1000,
+                outbox_depth=self._outbox.depth(),
+                grant_list_age_s=age_s,
+                cfg_version=self._state.cfg_version,
+                refused_inputs=self._state.refused_inputs,
+            )
+            self._link.publish("tele", encode(tele))

@@ -1,0 +1,131 @@
+"""The GPIO lock bus: latch relays, door reed switches and presence sensors through gpiozero.
+
+Wiring (per compartment, from :mod:`hardware.gpio`): one relay output driving the latch, one reed
+switch input (a closed door pulls the pin to ground), one optional presence sensor input. Relays are
+built with ``initial_value=False``, so the output is off from the first instant; every output is
+switched off at start-up and at close. A pulse is bounded by ``MAX_PULSE_MS`` and ended by a timer;
+because a software timer dies with the process, GPIO builds also need a hardware pulse limiter
+(deploy/README.md).
+
+The pin factory is passed in explicitly (``pin_factory=``): the daemon asks for ``lgpio`` on a Pi
+or gpiozero's ``MockFactory`` when simulation is configured, and never falls back silently.
+
+Example:
+    >>> factory = MockFactory()
+    >>> bus = GpioLockBus(board_by_name("gpio-4"), factory, on_input=inbox.put)
+    >>> bus.pulse("A1", 500)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from gpiozero import Button, DigitalInputDevice, DigitalOutputDevice
+from gpiozero.pins import Factory
+
+from hardware.gpio import GpioBoard
+from locker_controller.core.model import (
+    MAX_PULSE_MS,
+    DoorSensed,
+    Input,
+    OccupancySensed,
+    PulseEnded,
+)
+
+log = logging.getLogger(__name__)
+
+
+class GpioLockBus:
+    """Latches and sensors of one GPIO-wired locker bank."""
+
+    def __init__(
+        self, board: GpioBoard, pin_factory: Factory, on_input: Callable[[Input], None]
+    ) -> None:
+        self._board = board
+        self._on_input = on_input
+        self._lock = threading.Lock()
+        self._timers: dict[str, threading.Timer] = {}
+        self._relays: dict[str, DigitalOutputDevice] = {}
+        self._doors: dict[str, Button] = {}
+        self._presence: dict[str, DigitalInputDevice] = {}
+        try:
+            for c in board.compartments:
+                self._relays[c.name] = DigitalOutputDevice(
+                    c.relay_pin,
+                    active_high=c.relay_active_high,
+                    initial_value=False,
+                    pin_factory=pin_factory,
+                )
+            for c in board.compartments:
+                door = Button(c.door_pin, pull_up=True, pin_factory=pin_factory)
+                door.when_pressed = self._door_handler(c.name, is_open=False)
+                door.when_released = self._door_handler(c.name, is_open=True)
+                self._doors[c.name] = door
+                if c.presence_pin is not None:
+                    sensor = DigitalInputDevice(
+                        c.presence_pin, pull_up=False, pin_factory=pin_factory
+                    )
+                    sensor.when_activated = self._presence_handler(c.name, is_present=True)
+                    sensor.when_deactivated = self._presence_handler(c.name, is_present=False)
+                    self._presence[c.name] = sensor
+        except Exception:
+            self.close()
+            raise
+
+    # gpiozero calls these on its own threads: they only enqueue.
+    def _door_handler(self, name: str, *, is_open: bool) -> Callable[[], None]:
+        return lambda: self._on_input(DoorSensed(name, is_open=is_open))
+
+    def _presence_handler(self, name: str, *, is_present: bool) -> Callable[[], None]:
+        return lambda: self._on_input(OccupancySensed(name, is_present=is_present))
+
+    def read_inputs(self) -> list[Input]:
+        """The current level of every sensor, as inputs for the core (used at start-up)."""
+        inputs: list[Input] = []
+        for name, door in self._doors.items():
+            inputs.append(DoorSensed(name, is_open=not door.is_pressed))
+        for name, sensor in self._presence.items():
+            inputs.append(OccupancySensed(name, is_present=bool(sensor.is_active)))
+        return inputs
+
+    def pulse(self, compartment: str, pulse_ms: int) -> None:
+        """Energize one latch for at most ``MAX_PULSE_MS``; a timer switches it off."""
+        duration_ms = max(0, min(pulse_ms, MAX_PULSE_MS))
+        with self._lock:
+            relay = self._relays[compartment]
+            previous = self._timers.pop(compartment, None)
+            if previous is not None:
+                previous.cancel()
+            relay.on()
+            timer = threading.Timer(duration_ms / 1000, self._end_pulse, args=(compartment,))
+            timer.daemon = True
+            self._timers[compartment] = timer
+            timer.start()
+        log.info("latch %s energized for %d ms", compartment, duration_ms)
+
+    def _end_pulse(self, compartment: str) -> None:
+        with self._lock:
+            self._relays[compartment].off()
+            self._timers.pop(compartment, None)
+        self._on_input(PulseEnded(compartment))
+
+    def energized(self) -> list[str]:
+        """Compartments whose latch output is on right now."""
+        return [name for name, relay in self._relays.items() if relay.value]
+
+    def all_off(self) -> None:
+        """Switch every latch output off now."""
+        with self._lock:
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+            for relay in self._relays.values():
+                relay.off()
+
+    def close(self) -> None:
+        """Switch every output off and release every pin."""
+        self.all_off()
+        for device in [*self._relays.values(), *self._doors.values(), *self._presence.values()]:
+            device.close()

@@ -1,0 +1,206 @@
+"""A device's MQTT session (paho-mqtt 2.x): birth, last will, subscriptions, publishing.
+
+Shared by the locker controller and the valuation terminal. paho calls back on its own network
+thread while holding its locks (paho #346/#354), so callbacks here only hand messages to the
+daemon's queue; all decisions happen on the daemon's thread.
+
+Example:
+    >>> link = DeviceLink(DeviceSession("locker-a", "locker", boot_id, "0.1.0"), broker, inbox.put)
+    >>> link.start()
+    >>> link.publish("state", payload, retain=True)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from linli.contract import BY_NAME, Status, encode, topic
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBED_BY_ROLE = {
+    "locker": ("cmd", "ack", "cfg/desired"),
+    "terminal": ("cmd", "ack", "cfg/desired"),
+}
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the broker is, and this device's own credentials (never logged)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_url(
+        cls, url: str, username: str | None = None, password: str | None = None
+    ) -> BrokerAddress:
+        """Parse ``mqtt://host:port``."""
+        parts = urlsplit(url)
+        if parts.scheme != "mqtt" or not parts.hostname:
+            raise ValueError(f"broker URL must look like mqtt://host:port, not {url!r}")
+        return cls(parts.hostname, parts.port or 1883, username, password)
+
+
+@dataclass(frozen=True)
+class DeviceSession:
+    """Who is connecting: device id, role, this boot's id and the software version."""
+
+    device_id: str
+    role: str
+    boot_id: str
+    version: str
+
+    def status(self, state: str) -> bytes:
+        """The retained ``status`` payload for ``state`` (online, offline or lost)."""
+        return encode(
+            Status(
+                device_id=self.device_id,
+                state=state,  # type: ignore[arg-type]
+                role=self.role,  # type: ignore[arg-type]
+                boot_id=self.boot_id,
+                version=self.version,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class LinkMessage:
+    """A message that arrived for this device: the topic's short name and the raw payload."""
+
+    name: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class LinkConnected:
+    """The session is (re)connected and subscribed: re-publish state, re-send the outbox."""
+
+
+class DeviceLink:
+    """One MQTT connection for one device."""
+
+    def __init__(
+        self,
+        session: DeviceSession,
+        broker: BrokerAddress,
+        deliver: Callable[[LinkMessage | LinkConnected], None],
+        *,
+        keepalive_s: int = 10,
+    ) -> None:
+        self._session = session
+        self._broker = broker
+        self._deliver = deliver
+        self._keepalive_s = keepalive_s
+        self._connected = threading.Event()
+        self._was_connected = False
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"{session.device_id}-{session.boot_id}",
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        if broker.username:
+            self._client.username_pw_set(broker.username, broker.password)
+        self._client.will_set(
+            topic(session.device_id, "status"), session.status("lost"), qos=1, retain=True
+        )
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the session is up right now."""
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        """Connect in the background; paho reconnects on its own after an outage."""
+        self._client.connect_async(self._broker.host, self._broker.port, self._keepalive_s)
+        self._client.loop_start()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Block until connected (for start-up and tests)."""
+        return self._connected.wait(timeout_s)
+
+    def publish(self, name: str, payload: bytes, *, retain: bool | None = None) -> None:
+        """Publish on one of this device's topics with the contract's QoS and retention."""
+        spec = BY_NAME[name]
+        self._client.publish(
+            topic(self._session.device_id, name),
+            payload,
+            qos=spec.qos,
+            retain=spec.retained if retain is None else retain,
+        )
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Say ``offline`` (retained), then disconnect cleanly (no last will)."""
+        if self._connected.is_set():
+            info = self._client.publish(
+                topic(self._session.device_id, "status"),
+                self._session.status("offline"),
+                qos=1,
+                retain=True,
+            )
+            try:
+                info.wait_for_publish(timeout_s)
+            except (RuntimeError, ValueError):
+                log.warning("could not confirm the offline status before disconnecting")
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # --- paho callbacks (network thread): hand over, never decide --------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: object,
+        reason: object,
+        properties: object,
+    ) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("broker refused the connection: %s", reason)
+            return
+        for name in SUBSCRIBED_BY_ROLE[self._session.role]:
+            client.subscribe(topic(self._session.device_id, name), qos=BY_NAME[name].qos)
+        client.publish(
+            topic(self._session.device_id, "status"),
+            self._session.status("online"),
+            qos=1,
+            retain=True,
+        )
+        if self._was_connected:
+            log.info("broker connection restored")
+        else:
+            log.info("connected to broker %s:%d", self._broker.host, self._broker.port)
+        self._was_connected = True
+        self._connected.set()
+        self._deliver(LinkConnected())
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: object,
+        reason: object,
+        properties: object,
+    ) -> None:
+        if self._connected.is_set():
+            log.warning("broker connection lost (%s); events stay in the outbox", reason)
+        self._connected.clear()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        prefix = f"linli/v1/{self._session.device_id}/"
+        if message.topic.startswith(prefix):
+            self._deliver(LinkMessage(message.topic[len(prefix) :], bytes(message.payload)))
