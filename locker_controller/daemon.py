@@ -12,12 +12,11 @@ At start-up every latch output is switched off before anything else; at stop, ag
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -35,6 +34,7 @@ from linli.contract import (
     decode,
     encode,
 )
+from linli.identity import DeviceIdentity
 from linli.ids import new_boot_id
 from locker_controller.core.decide import decide, trusted_time
 from locker_controller.core.model import (
@@ -91,46 +91,6 @@ class LockBus(Protocol):
 
 
 @dataclass(frozen=True)
-class IdentityFile:
-    """What enrolment gives a device: its id, the pinned cloud keys, its code-hash key.
-
-    Stored as ``identity.json`` (mode 0600) in the device's data directory.
-    """
-
-    device_id: str
-    cloud_keys: Mapping[str, bytes]
-    code_hash_key: bytes = field(repr=False)
-
-    @classmethod
-    def load(cls, path: Path) -> IdentityFile:
-        """Read an identity file; a clear error if it is missing or broken."""
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            return cls(
-                device_id=str(raw["device_id"]),
-                cloud_keys={k: bytes.fromhex(v) for k, v in raw["cloud_keys"].items()},
-                code_hash_key=bytes.fromhex(raw["code_hash_key"]),
-            )
-        except FileNotFoundError:
-            raise SystemExit(f"no identity at {path}: enrol this device first") from None
-        except (KeyError, ValueError, TypeError) as exc:
-            raise SystemExit(f"identity file {path} is invalid ({type(exc).__name__})") from None
-
-    def save(self, path: Path) -> None:
-        """Write the identity file readable by its owner only."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = {
-            "device_id": self.device_id,
-            "cloud_keys": {k: v.hex() for k, v in self.cloud_keys.items()},
-            "code_hash_key": self.code_hash_key.hex(),
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-        tmp.chmod(0o600)
-        tmp.replace(path)
-
-
-@dataclass(frozen=True)
 class _CodeRequest:
     event: Input
     reply: Callable[[ShowMessage | None], None]
@@ -152,7 +112,7 @@ class LockerDaemon:
 
     def __init__(
         self,
-        identity: IdentityFile,
+        identity: DeviceIdentity,
         compartment_names: list[str],
         make_bus: Callable[[Callable[[Input], None]], LockBus],
         data_dir: Path,

@@ -16,11 +16,11 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from linli.broker import BrokerAddress
 from linli.contract import BY_NAME, Status, encode, topic
 
 log = logging.getLogger(__name__)
@@ -29,26 +29,6 @@ SUBSCRIBED_BY_ROLE = {
     "locker": ("cmd", "ack", "cfg/desired"),
     "terminal": ("cmd", "ack", "cfg/desired"),
 }
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker is, and this device's own credentials (never logged)."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def from_url(
-        cls, url: str, username: str | None = None, password: str | None = None
-    ) -> BrokerAddress:
-        """Parse ``mqtt://host:port``."""
-        parts = urlsplit(url)
-        if parts.scheme != "mqtt" or not parts.hostname:
-            raise ValueError(f"broker URL must look like mqtt://host:port, not {url!r}")
-        return cls(parts.hostname, parts.port or 1883, username, password)
 
 
 @dataclass(frozen=True)
@@ -103,6 +83,7 @@ class DeviceLink:
         self._keepalive_s = keepalive_s
         self._connected = threading.Event()
         self._was_connected = False
+        self._stopping = False
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"{session.device_id}-{session.boot_id}",
@@ -145,6 +126,7 @@ class DeviceLink:
 
     def stop(self, timeout_s: float = 3.0) -> None:
         """Say ``offline`` (retained), then disconnect cleanly (no last will)."""
+        self._stopping = True
         if self._connected.is_set():
             info = self._client.publish(
                 topic(self._session.device_id, "status"),
@@ -196,7 +178,7 @@ class DeviceLink:
         reason: object,
         properties: object,
     ) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._stopping:
             log.warning("broker connection lost (%s); events stay in the outbox", reason)
         self._connected.clear()
 

@@ -17,6 +17,9 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +122,7 @@ class MqttCapture:
         if self._client is not None:
             return self
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv311,
             clean_session=True,
@@ -172,8 +175,8 @@ class MqttCapture:
         client: mqtt.Client,
         userdata: Any,
         flags: mqtt.ConnectFlags,
-        reason_code: mqtt.ReasonCode,
-        properties: mqtt.Properties | None,
+        reason_code: ReasonCode,
+        properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
             self._failure = f"connection refused: {reason_code}"
@@ -187,8 +190,8 @@ class MqttCapture:
         client: mqtt.Client,
         userdata: Any,
         mid: int,
-        reason_codes: list[mqtt.ReasonCode],
-        properties: mqtt.Properties | None,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
     ) -> None:
         if any(code.is_failure for code in reason_codes):
             self._failure = f"subscription refused: {reason_codes}"
@@ -247,15 +250,16 @@ class MqttCapture:
         Raises:
             AssertionError: Nothing matched in time; the message lists what did arrive.
         """
+        matches: Predicate
         if isinstance(predicate, str):
             topic_filter = predicate
-            description = description or f"topic {topic_filter!r}"
+            what = description or f"topic {topic_filter!r}"
 
             def matches(m: CapturedMessage) -> bool:
                 return mqtt.topic_matches_sub(topic_filter, m.topic)
         else:
             matches = predicate
-            description = description or getattr(predicate, "__name__", repr(predicate))
+            what = description or getattr(predicate, "__name__", repr(predicate))
         deadline = time.monotonic() + timeout_s
         checked = 0
         with self._cond:
@@ -266,7 +270,7 @@ class MqttCapture:
                 checked = len(self._messages)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(self._describe_timeout(description, timeout_s))
+                    raise AssertionError(self._describe_timeout(what, timeout_s))
                 self._cond.wait(remaining)
 
     def _describe_timeout(self, description: str, timeout_s: float, shown: int = 10) -> str:

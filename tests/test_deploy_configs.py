@@ -76,6 +76,11 @@ def _missing(what: str) -> None:
     pytest.skip(reason)
 
 
+def _which(name: str) -> str | None:
+    """Find a system binary on PATH or in the sbin directories PATH often lacks."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/usr/local/sbin")
+
+
 def _conf_options(path: Path) -> list[tuple[str, str]]:
     """Return (option, value) pairs of a Mosquitto config, comments dropped."""
     pairs = []
@@ -114,10 +119,10 @@ class Broker:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin")
+    binary = _which("mosquitto")
     if binary is None:
         _missing("mosquitto")
-    passwd_tool = shutil.which("mosquitto_passwd")
+    passwd_tool = _which("mosquitto_passwd")
     if passwd_tool is None:
         _missing("mosquitto_passwd")
     assert binary is not None and passwd_tool is not None

@@ -130,6 +130,11 @@ def _pulse(
     )
 
 
+def _find(grants: Mapping[str, Grant], code_hash: str) -> Grant | None:
+    """The grant whose code hash matches (compared in constant time)."""
+    return next((g for h, g in grants.items() if hmac.compare_digest(h, code_hash)), None)
+
+
 def _cooling_down(compartment: Compartment, now: Now) -> bool:
     last = compartment.last_pulse_mono_ms
     return last is not None and now.mono_ms - last < COOLDOWN_MS
@@ -155,9 +160,10 @@ def _on_code(state: ControllerState, event: CodeEntered, now: Now) -> Result:
     if code is None:
         return refuse("malformed")
     entered_hash = hash_code(state.identity.code_hash_key, code)
-    grant = next((g for h, g in state.grants.items() if hmac.compare_digest(h, entered_hash)), None)
+    grant = _find(state.grants, entered_hash)
     if grant is None:
-        return refuse("unknown_code")
+        retired = _find(state.retired, entered_hash)
+        return refuse("used", retired) if retired is not None else refuse("unknown_code")
     wall_ms, _ = trusted_time(state, now)
     if wall_ms > grant.valid_until_ms:
         return refuse("expired", grant)
@@ -291,6 +297,18 @@ def _on_config(state: ControllerState, event: ConfigArrived, now: Now) -> Result
     state = _learn_time(state, config.issued_at_ms, now)
     revoked = set(config.revoked)
     grants = {g.code_hash: g for g in config.grants if g.grant_id not in revoked}
+    wall_ms, _ = trusted_time(state, now)
+    retired = {
+        h: g
+        for h, g in (*state.retired.items(), *state.grants.items())
+        if h not in grants
+        and g.valid_until_ms > wall_ms
+        and state.uses.get(g.grant_id, GrantUse()).is_consumed
+    }
+    # A re-pushed list never re-arms a used grant: uses are kept for every grant still listed
+    # or retired, and dropped only once the grant can no longer open anything.
+    live_ids = {g.grant_id for g in (*grants.values(), *retired.values())}
+    uses = {gid: u for gid, u in state.uses.items() if gid in live_ids}
     compartments = dict(state.compartments)
     for name, policy in config.compartments.items():
         existing = compartments.get(name, Compartment(name=name))
@@ -300,6 +318,8 @@ def _on_config(state: ControllerState, event: ConfigArrived, now: Now) -> Result
         cfg_version=config.version,
         cfg_issued_at_ms=config.issued_at_ms,
         grants=grants,
+        retired=retired,
+        uses=uses,
         compartments=compartments,
     )
     return state, [ReportConfig("applied"), PublishState()]

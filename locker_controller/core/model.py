@@ -122,6 +122,9 @@ class ControllerState:
     grants: Mapping[str, Grant] = field(default_factory=dict)
     """Grants by code hash."""
     uses: Mapping[str, GrantUse] = field(default_factory=dict)
+    retired: Mapping[str, Grant] = field(default_factory=dict)
+    """Consumed grants the cloud has since dropped from the list, by code hash, kept until they
+    expire so a resident re-entering a used code is told it was used (not that it is wrong)."""
     window: ReplayWindow = ReplayWindow()
     time: TimeState = TimeState()
     refused_inputs: int = 0

@@ -30,6 +30,7 @@ def to_document(state: ControllerState) -> dict[str, Any]:
         "cfg_version": state.cfg_version,
         "cfg_issued_at_ms": state.cfg_issued_at_ms,
         "grants": [g.model_dump(mode="json") for g in state.grants.values()],
+        "retired": [g.model_dump(mode="json") for g in state.retired.values()],
         "uses": {
             gid: [u.pulses, u.first_pulse_wall_ms, u.is_consumed] for gid, u in state.uses.items()
         },
@@ -64,6 +65,7 @@ def from_document(
                 epoch=int(saved["epoch"]),
             )
     grants = [Grant.model_validate(g) for g in document["grants"]]
+    retired = [Grant.model_validate(g) for g in document["retired"]]
     uses = {
         gid: GrantUse(pulses=int(p), first_pulse_wall_ms=int(t), is_consumed=bool(c))
         for gid, (p, t, c) in document["uses"].items()
@@ -75,6 +77,7 @@ def from_document(
         cfg_version=int(document["cfg_version"]),
         cfg_issued_at_ms=int(document["cfg_issued_at_ms"]),
         grants={g.code_hash: g for g in grants},
+        retired={g.code_hash: g for g in retired},
         uses=uses,
         window=ReplayWindow(highest=int(window["highest"]), seen=frozenset(window["seen"])),
         time=TimeState(floor_wall_ms=int(document["time_floor_ms"])),

@@ -1,0 +1,178 @@
+"""HTTP routes of the foundation: sign-in, a resident's pickups, items, devices and commands.
+
+Authorization is role + community + ownership on every route: a resident sees only their own
+grants and codes; staff see only their own community's devices and items.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloud_api import ledger
+from cloud_api.deps import AnyPerson, Resident, ServicesDep, Staff
+from cloud_api.errors import Conflict, NotFound
+from cloud_api.grants.service import code_of
+
+router = APIRouter(prefix="/api/v1")
+
+IdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class SignIn(BaseModel):
+    """Phone + PIN for residents, login + password for staff."""
+
+    model_config = ConfigDict(extra="forbid")
+    login: str = Field(min_length=3, max_length=64)
+    secret: str = Field(min_length=4, max_length=128, repr=False)
+
+
+@router.post("/session")
+def sign_in(body: SignIn, svc: ServicesDep) -> dict[str, object]:
+    """Sign in; returns a bearer token."""
+    token, person = svc.accounts.sign_in(body.login, body.secret, svc.clock.now().wall_ms)
+    return {"token": token, "role": person.role, "display_name": person.display_name}
+
+
+@router.get("/me")
+def me(person: AnyPerson, svc: ServicesDep) -> dict[str, object]:
+    """Who is signed in, and (for residents) their points."""
+    result: dict[str, object] = {
+        "id": person.id,
+        "role": person.role,
+        "display_name": person.display_name,
+        "language": person.language,
+    }
+    if person.role == "resident":
+        with svc.store.write() as db:  # consistent read of both sums
+            posted, pending = ledger.balances(db, f"mem:{person.id}")
+        result |= {"balance": posted, "held": pending, "available": posted - pending}
+    return result
+
+
+@router.get("/me/pickups")
+def my_pickups(person: Resident, svc: ServicesDep) -> list[dict[str, object]]:
+    """The signed-in resident's live pickup codes, shown again whenever they sign in."""
+    now = svc.clock.now().wall_ms
+    rows = svc.store.read(
+        "SELECT g.id, g.code_counter, g.device_id, g.compartment, g.valid_until_ms, i.title,"
+        " d.name AS locker, d.location FROM grants g JOIN items i ON i.id = g.item_id"
+        " JOIN devices d ON d.id = g.device_id WHERE g.person_id = ? AND g.purpose = 'pickup'"
+        " AND g.status = 'active' AND g.valid_until_ms > ? ORDER BY g.created_ms",
+        (person.id, now),
+    )
+    return [
+        {
+            "grant_id": r["id"],
+            "item": r["title"],
+            "code": code_of(svc.keys, r["id"], r["code_counter"]),
+            "locker": r["locker"],
+            "location": r["location"],
+            "device_id": r["device_id"],
+            "compartment": r["compartment"],
+            "valid_until_ms": r["valid_until_ms"],
+        }
+        for r in rows
+    ]
+
+
+@router.post("/me/pickups/{grant_id}/open", status_code=202)
+def open_my_pickup(grant_id: IdPath, person: Resident, svc: ServicesDep) -> dict[str, str]:
+    """ "Open now" from the signed-in phone page: a signed command to the locker."""
+    grant = svc.store.read_one(
+        "SELECT device_id, compartment, status, valid_until_ms FROM grants"
+        " WHERE id = ? AND person_id = ? AND purpose = 'pickup'",
+        (grant_id, person.id),
+    )
+    if grant is None:
+        raise NotFound("no such pickup")
+    if grant["status"] != "active" or grant["valid_until_ms"] <= svc.clock.now().wall_ms:
+        raise Conflict("this pickup can no longer be opened")
+    cmd_id = svc.devices.send_command(
+        grant["device_id"],
+        "open",
+        requested_by=person.id,
+        compartment=grant["compartment"],
+        grant_id=grant_id,
+    )
+    return {"command_id": cmd_id}
+
+
+@router.get("/items/{item_id}")
+def item(item_id: IdPath, person: AnyPerson, svc: ServicesDep) -> dict[str, object]:
+    """An item of the caller's community, with its history."""
+    row = svc.store.read_one(
+        "SELECT id, title, category, points, status, device_id, compartment FROM items"
+        " WHERE id = ? AND community_id = ?",
+        (item_id, person.community_id),
+    )
+    if row is None:
+        raise NotFound("no such item")
+    history = svc.store.read(
+        "SELECT at_ms, from_status, to_status, cause FROM item_history WHERE item_id = ?"
+        " ORDER BY at_ms, rowid",
+        (item_id,),
+    )
+    return dict(row) | {"history": [dict(h) for h in history]}
+
+
+@router.get("/devices")
+def devices(person: Staff, svc: ServicesDep) -> list[dict[str, object]]:
+    """Every device of the caller's community: status, version, compartments."""
+    rows = svc.store.read(
+        "SELECT id, role, name, location, status, boot_id, software_version, status_ms,"
+        " last_seen_ms, cfg_version, cfg_reported, telemetry FROM devices"
+        " WHERE community_id = ? ORDER BY id",
+        (person.community_id,),
+    )
+    result = []
+    for r in rows:
+        compartments = svc.store.read(
+            "SELECT name, size, latch, door, occupancy, needs_attention, epoch FROM compartments"
+            " WHERE device_id = ? ORDER BY name",
+            (r["id"],),
+        )
+        entry = dict(r)
+        for key in ("cfg_reported", "telemetry"):
+            entry[key] = json.loads(r[key]) if r[key] else None
+        entry["compartments"] = [
+            dict(c) | {"needs_attention": bool(c["needs_attention"])} for c in compartments
+        ]
+        result.append(entry)
+    return result
+
+
+@router.get("/devices/{device_id}/events")
+def device_events(device_id: IdPath, person: Staff, svc: ServicesDep) -> list[dict[str, object]]:
+    """The device's stored events (codes never appear in them)."""
+    if (
+        svc.store.read_one(
+            "SELECT 1 FROM devices WHERE id = ? AND community_id = ?",
+            (device_id, person.community_id),
+        )
+        is None
+    ):
+        raise NotFound("no such device")
+    return svc.devices.stored_events(device_id)
+
+
+@router.get("/commands/{command_id}")
+def command(command_id: IdPath, person: AnyPerson, svc: ServicesDep) -> dict[str, object]:
+    """A command's result; residents see only their own."""
+    row = svc.store.read_one(
+        "SELECT c.id, c.device_id, c.name, c.compartment, c.requested_by, c.issued_ms,"
+        " c.expires_ms, c.result_ok, c.result_reason, c.result_ms, d.community_id"
+        " FROM commands c JOIN devices d ON d.id = c.device_id WHERE c.id = ?",
+        (command_id,),
+    )
+    if row is None or row["community_id"] != person.community_id:
+        raise NotFound("no such command")
+    if person.role == "resident" and row["requested_by"] != person.id:
+        raise NotFound("no such command")
+    result = dict(row)
+    result.pop("community_id")
+    result["result_ok"] = None if row["result_ok"] is None else bool(row["result_ok"])
+    return result

@@ -1,0 +1,78 @@
+"""The cloud's FastAPI application: ``create_app(settings)``; resources created in ``lifespan``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from cloud_api.accounts.service import AccountService
+from cloud_api.api import router
+from cloud_api.deps import Services
+from cloud_api.devices.service import DeviceService
+from cloud_api.errors import HTTP_STATUS, CloudError
+from cloud_api.keys import load_or_create_keys
+from cloud_api.mqtt_bridge import CloudBridge
+from cloud_api.settings import CloudSettings
+from cloud_api.store import Store
+from linli import __version__
+from linli.broker import BrokerAddress
+from linli.clock import Clock, SystemClock
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAPI:
+    """Build the app. Nothing is opened until the app starts (lifespan)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store(settings.data_dir / "cloud.sqlite3")
+        store.migrate()
+        keys = load_or_create_keys(settings.data_dir / "secrets")
+        bridge = CloudBridge(
+            BrokerAddress.from_url(
+                settings.broker_url, settings.broker_username, settings.broker_password
+            )
+        )
+        the_clock = clock or SystemClock()
+        devices = DeviceService(store, keys, bridge, the_clock)
+        app.state.services = Services(
+            store=store,
+            keys=keys,
+            clock=the_clock,
+            accounts=AccountService(store),
+            devices=devices,
+        )
+
+        def refresh_online() -> None:
+            for row in store.read("SELECT id FROM devices WHERE status = 'online'"):
+                devices.refresh_config(row["id"])
+
+        bridge.every(settings.config_refresh_s, refresh_online)
+        bridge.start(devices.handle)
+        log.info("cloud %s serving from %s", __version__, settings.data_dir)
+        try:
+            yield
+        finally:
+            bridge.stop()
+            store.close()
+
+    app = FastAPI(title="Linli cloud", version=__version__, lifespan=lifespan)
+
+    @app.exception_handler(CloudError)
+    async def domain_error(request: Request, exc: CloudError) -> JSONResponse:
+        status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 400)
+        return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=status)
+
+    @app.get("/healthz")
+    def healthz(request: Request) -> dict[str, object]:
+        services: Services = request.app.state.services
+        bridge_ok = services.devices._publisher.is_connected
+        return {"ok": True, "version": __version__, "broker_connected": bridge_ok}
+
+    app.include_router(router)
+    return app

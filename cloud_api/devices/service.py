@@ -1,0 +1,341 @@
+"""Devices: everything that arrives over MQTT is validated here, then stored and settled.
+
+Every device→cloud payload passes the same gate, in order: a topic of the contract; a device the
+cloud knows; a payload within size that parses as the topic's model and contract version; the
+same device id in topic and payload (a device never speaks for another; the broker's ACL already
+confines it to its own topics). A refusal is logged (never the payload: it may hold codes),
+counted, and changes nothing.
+
+Events are stored once by ``(device_id, boot_id, seq)``; the cloud then acknowledges the highest
+contiguous ``seq`` of that boot, and only then may the device forget them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter
+from typing import Protocol
+
+from cloud_api.errors import Conflict, DeviceUnavailable, NotFound
+from cloud_api.grants.service import build_config, refreshed, signed_config
+from cloud_api.items.service import apply_event, event_json
+from cloud_api.keys import CloudKeys
+from cloud_api.store import Store
+from linli.clock import Clock
+from linli.contract import (
+    Ack,
+    CommandBody,
+    CommandResult,
+    ConfigReport,
+    ContractError,
+    Event,
+    State,
+    Status,
+    Telemetry,
+    UnknownTopic,
+    decode,
+    encode,
+    parse_topic,
+    sign_body,
+)
+from linli.ids import new_id
+
+log = logging.getLogger(__name__)
+
+COMMAND_TTL_MS = 60_000
+
+
+class Publisher(Protocol):
+    """Where the cloud publishes to devices (the MQTT bridge)."""
+
+    def publish(self, device_id: str, name: str, payload: bytes) -> None:
+        """Publish on a device's topic with the contract's QoS and retention."""
+        ...
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the broker session is up."""
+        ...
+
+
+class DeviceService:
+    """Ingest of device messages; configuration and commands to devices."""
+
+    def __init__(self, store: Store, keys: CloudKeys, publisher: Publisher, clock: Clock) -> None:
+        self._store = store
+        self._keys = keys
+        self._publisher = publisher
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.refused: Counter[str] = Counter()
+        self._logged_refusals: set[tuple[str, str, str]] = set()
+
+    @property
+    def broker_connected(self) -> bool:
+        """Whether the cloud's broker session is up."""
+        return self._publisher.is_connected
+
+    def _now(self) -> int:
+        return self._clock.now().wall_ms
+
+    # --- ingest ----------------------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Validate and apply one MQTT message (called on the bridge's worker thread)."""
+        try:
+            device_id, spec = parse_topic(topic)
+        except UnknownTopic as exc:
+            self._refuse("?", "?", exc.reason)
+            return
+        if spec.direction != "device_to_cloud":
+            return  # our own publications, or someone else's: never acted upon
+        if self._store.read_one("SELECT 1 FROM devices WHERE id = ?", (device_id,)) is None:
+            self._refuse(device_id, spec.name, "unknown_device")
+            return
+        if spec.name == "status" and not payload:
+            return  # a retained status being cleared (device removal); nothing to record
+        try:
+            message = decode(spec.model, payload, device_id)
+        except ContractError as exc:
+            self._refuse(device_id, spec.name, exc.reason)
+            return
+        try:
+            if isinstance(message, Event):
+                self._on_event(message)
+            elif isinstance(message, Status):
+                self._on_status(message)
+            elif isinstance(message, State):
+                self._on_state(message)
+            elif isinstance(message, CommandResult):
+                self._on_result(message)
+            elif isinstance(message, ConfigReport):
+                self._on_config_report(message)
+            elif isinstance(message, Telemetry):
+                self._on_telemetry(message)
+        except (Conflict, NotFound) as exc:
+            self._refuse(device_id, spec.name, type(exc).__name__.lower())
+
+    def _refuse(self, device_id: str, name: str, reason: str) -> None:
+        self.refused[reason] += 1
+        key = (device_id, name, reason)
+        if key not in self._logged_refusals:  # log once per kind, then count
+            self._logged_refusals.add(key)
+            log.warning("refused a %s message for device %s: %s", name, device_id, reason)
+
+    def _on_status(self, status: Status) -> None:
+        now = self._now()
+        with self._store.write() as db:
+            db.execute(
+                "UPDATE devices SET status = ?, boot_id = ?, software_version = ?, status_ms = ?,"
+                " last_seen_ms = ? WHERE id = ?",
+                (status.state, status.boot_id, status.version, now, now, status.device_id),
+            )
+        log.info("device %s is %s (boot %s)", status.device_id, status.state, status.boot_id)
+        if status.state == "online":
+            self.refresh_config(status.device_id)
+
+    def _on_state(self, state: State) -> None:
+        with self._store.write() as db:
+            known = {
+                r["name"]
+                for r in db.execute(
+                    "SELECT name FROM compartments WHERE device_id = ?", (state.device_id,)
+                )
+            }
+            if not set(state.compartments) <= known:
+                raise Conflict("state names compartments this device does not have")
+            for name, c in state.compartments.items():
+                db.execute(
+                    "UPDATE compartments SET latch = ?, door = ?, occupancy = ?,"
+                    " needs_attention = ?, epoch = MAX(epoch, ?) WHERE device_id = ? AND name = ?",
+                    (
+                        c.latch,
+                        c.door,
+                        c.occupancy,
+                        int(c.needs_attention),
+                        c.epoch,
+                        state.device_id,
+                        name,
+                    ),
+                )
+            db.execute(
+                "UPDATE devices SET last_seen_ms = ? WHERE id = ?", (self._now(), state.device_id)
+            )
+
+    def _on_event(self, event: Event) -> None:
+        now = self._now()
+        grants_changed = False
+        with self._store.write() as db:
+            inserted = db.execute(
+                "INSERT OR IGNORE INTO device_events (device_id, boot_id, seq, type, compartment,"
+                " grant_id, cmd_id, reason, wall_ms, mono_ms, trust, payload, received_ms)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    event.device_id,
+                    event.boot_id,
+                    event.seq,
+                    event.type,
+                    event.compartment,
+                    event.grant_id,
+                    event.cmd_id,
+                    event.reason,
+                    event.wall_ms,
+                    event.mono_ms,
+                    event.trust,
+                    event_json(event),
+                    now,
+                ),
+            ).rowcount
+            if inserted:
+                grants_changed = apply_event(db, event, now)
+            head_row = db.execute(
+                "SELECT contiguous_seq FROM event_heads WHERE device_id = ? AND boot_id = ?",
+                (event.device_id, event.boot_id),
+            ).fetchone()
+            head = head_row["contiguous_seq"] if head_row else 0
+            while db.execute(
+                "SELECT 1 FROM device_events WHERE device_id = ? AND boot_id = ? AND seq = ?",
+                (event.device_id, event.boot_id, head + 1),
+            ).fetchone():
+                head += 1
+            db.execute(
+                "INSERT INTO event_heads (device_id, boot_id, contiguous_seq) VALUES (?,?,?)"
+                " ON CONFLICT (device_id, boot_id) DO UPDATE SET contiguous_seq = excluded.contiguous_seq",
+                (event.device_id, event.boot_id, head),
+            )
+        if head > 0:
+            ack = Ack(device_id=event.device_id, boot_id=event.boot_id, seq=head)
+            self._publisher.publish(event.device_id, "ack", encode(ack))
+        if grants_changed:
+            self.publish_config(event.device_id)
+
+    def _on_result(self, result: CommandResult) -> None:
+        if result.cmd_id is None:
+            raise NotFound("result without a command id")
+        with self._store.write() as db:
+            updated = db.execute(
+                "UPDATE commands SET result_ok = ?, result_reason = ?, result_ms = ?"
+                " WHERE id = ? AND device_id = ? AND result_ms IS NULL",
+                (int(result.ok), result.reason, self._now(), result.cmd_id, result.device_id),
+            ).rowcount
+        if not updated:
+            raise NotFound("result for an unknown or already settled command")
+
+    def _on_config_report(self, report: ConfigReport) -> None:
+        with self._store.write() as db:
+            db.execute(
+                "UPDATE devices SET cfg_reported = ? WHERE id = ?",
+                (report.model_dump_json(), report.device_id),
+            )
+        if report.status == "refused":
+            log.warning(
+                "device %s refused configuration %s: %s",
+                report.device_id,
+                report.refused_version,
+                report.reason,
+            )
+
+    def _on_telemetry(self, tele: Telemetry) -> None:
+        with self._store.write() as db:
+            db.execute(
+                "UPDATE devices SET telemetry = ?, last_seen_ms = ? WHERE id = ?",
+                (tele.model_dump_json(), self._now(), tele.device_id),
+            )
+
+    # --- to devices --------------------------------------------------------------------------
+
+    def publish_config(self, device_id: str) -> int:
+        """Build, version, store and publish (retained, signed) a device's configuration."""
+        now = self._now()
+        with self._lock, self._store.write() as db:
+            row = db.execute(
+                "SELECT cfg_version FROM devices WHERE id = ?", (device_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no device {device_id}")
+            version = row["cfg_version"] + 1
+            body = build_config(db, self._keys, device_id, version, now)
+            db.execute(
+                "UPDATE devices SET cfg_version = ?, cfg_body = ? WHERE id = ?",
+                (version, body.model_dump_json(), device_id),
+            )
+        self._publisher.publish(device_id, "cfg/desired", signed_config(self._keys, body))
+        return version
+
+    def refresh_config(self, device_id: str) -> None:
+        """Re-sign the current configuration with fresh cloud time (same version)."""
+        row = self._store.read_one("SELECT cfg_body FROM devices WHERE id = ?", (device_id,))
+        if row is None or row["cfg_body"] is None:
+            self.publish_config(device_id)
+            return
+        self._publisher.publish(
+            device_id, "cfg/desired", refreshed(self._keys, row["cfg_body"], self._now())
+        )
+
+    def send_command(
+        self,
+        device_id: str,
+        name: str,
+        *,
+        requested_by: str,
+        compartment: str | None = None,
+        grant_id: str | None = None,
+        on_behalf_of: str | None = None,
+        reason: str | None = None,
+    ) -> str:
+        """Sign and publish a command; return its id. The device answers on ``res``."""
+        if not self._publisher.is_connected:
+            raise DeviceUnavailable("the cloud is not connected to the broker")
+        now = self._now()
+        cmd_id = new_id("cmd")
+        with self._store.write() as db:
+            row = db.execute(
+                "UPDATE devices SET cmd_seq = cmd_seq + 1 WHERE id = ? RETURNING cmd_seq",
+                (device_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no device {device_id}")
+            body = CommandBody(
+                device_id=device_id,
+                id=cmd_id,
+                seq=row["cmd_seq"],
+                name=name,  # type: ignore[arg-type]
+                compartment=compartment,
+                grant_id=grant_id,
+                reason=reason,
+                issued_at_ms=now,
+                expires_at_ms=now + COMMAND_TTL_MS,
+            )
+            db.execute(
+                "INSERT INTO commands (id, device_id, seq, name, compartment, grant_id,"
+                " requested_by, on_behalf_of, issued_ms, expires_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    cmd_id,
+                    device_id,
+                    body.seq,
+                    name,
+                    compartment,
+                    grant_id,
+                    requested_by,
+                    on_behalf_of,
+                    now,
+                    body.expires_at_ms,
+                ),
+            )
+        self._publisher.publish(
+            device_id, "cmd", sign_body(self._keys.signing_key, self._keys.key_id, body)
+        )
+        return cmd_id
+
+    def stored_events(self, device_id: str, limit: int = 200) -> list[dict[str, object]]:
+        """The latest stored events of a device, oldest first."""
+        rows = self._store.read(
+            "SELECT payload, received_ms FROM device_events WHERE device_id = ?"
+            " ORDER BY received_ms DESC, boot_id, seq DESC LIMIT ?",
+            (device_id, limit),
+        )
+        return [
+            json.loads(r["payload"]) | {"received_ms": r["received_ms"]} for r in reversed(rows)
+        ]

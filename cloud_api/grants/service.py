@@ -1,0 +1,119 @@
+"""Grants and their codes, and the signed grant lists pushed to controllers.
+
+A grant binds one compartment, one purpose and one content epoch to a validity window. Its code is
+derived (HMAC of the code secret and the grant id), never stored, shown again to the signed-in
+owner, and unique among the live codes of its bank: on a collision the cloud bumps the grant's
+``code_counter`` and derives again (docs/decisions/0006-codes.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from cloud_api.keys import CloudKeys
+from linli.codes import derive_code, hash_code
+from linli.contract import CompartmentPolicy, ConfigBody, Grant, sign_body
+from linli.ids import new_id
+
+MAX_COUNTER = 100
+
+
+def code_of(keys: CloudKeys, grant_id: str, counter: int) -> str:
+    """The 8-digit code of a grant."""
+    return derive_code(keys.code_secret, grant_id, counter)
+
+
+def issue_grant(
+    db: sqlite3.Connection,
+    keys: CloudKeys,
+    *,
+    device_id: str,
+    compartment: str,
+    purpose: str,
+    valid_from_ms: int,
+    valid_until_ms: int,
+    now_ms: int,
+    item_id: str | None = None,
+    person_id: str | None = None,
+) -> str:
+    """Create an active grant bound to the compartment's current epoch; return its id."""
+    row = db.execute(
+        "SELECT epoch FROM compartments WHERE device_id = ? AND name = ?", (device_id, compartment)
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"no compartment {compartment} on {device_id}")
+    grant_id = new_id("grt")
+    live = {
+        code_of(keys, r["id"], r["code_counter"])
+        for r in db.execute(
+            "SELECT id, code_counter FROM grants WHERE device_id = ? AND status = 'active'"
+            " AND valid_until_ms > ?",
+            (device_id, now_ms),
+        )
+    }
+    counter = next(c for c in range(MAX_COUNTER) if code_of(keys, grant_id, c) not in live)
+    db.execute(
+        "INSERT INTO grants (id, item_id, person_id, device_id, compartment, purpose, epoch,"
+        " valid_from_ms, valid_until_ms, code_counter, status, created_ms)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?, 'active', ?)",
+        (
+            grant_id,
+            item_id,
+            person_id,
+            device_id,
+            compartment,
+            purpose,
+            row["epoch"],
+            valid_from_ms,
+            valid_until_ms,
+            counter,
+            now_ms,
+        ),
+    )
+    return grant_id
+
+
+def build_config(
+    db: sqlite3.Connection, keys: CloudKeys, device_id: str, version: int, now_ms: int
+) -> ConfigBody:
+    """The configuration a controller should apply: compartments and its live grants."""
+    device_key = keys.device_code_key(device_id)
+    compartments = {
+        r["name"]: CompartmentPolicy(size=r["size"])
+        for r in db.execute("SELECT name, size FROM compartments WHERE device_id = ?", (device_id,))
+    }
+    grants = [
+        Grant(
+            grant_id=r["id"],
+            compartment=r["compartment"],
+            purpose=r["purpose"],
+            valid_from_ms=r["valid_from_ms"],
+            valid_until_ms=r["valid_until_ms"],
+            code_hash=hash_code(device_key, code_of(keys, r["id"], r["code_counter"])),
+            epoch=r["epoch"],
+        )
+        for r in db.execute(
+            "SELECT * FROM grants WHERE device_id = ? AND status = 'active' AND valid_until_ms > ?"
+            " ORDER BY created_ms, id",
+            (device_id, now_ms),
+        )
+    ]
+    return ConfigBody(
+        device_id=device_id,
+        version=version,
+        issued_at_ms=now_ms,
+        compartments=compartments,
+        grants=grants,
+    )
+
+
+def signed_config(keys: CloudKeys, body: ConfigBody) -> bytes:
+    """Sign a configuration body for ``cfg/desired``."""
+    return sign_body(keys.signing_key, keys.key_id, body)
+
+
+def refreshed(keys: CloudKeys, stored_body: str, now_ms: int) -> bytes:
+    """Re-sign the last configuration with a fresh ``issued_at_ms`` (same version): signed time."""
+    body = ConfigBody.model_validate(json.loads(stored_body) | {"issued_at_ms": now_ms})
+    return signed_config(keys, body)

@@ -1,0 +1,172 @@
+"""Demo data: a community, residents, staff, two locker banks, a terminal, items, one reservation.
+
+Demo logins use fixed, published PINs and passwords: this data is for ``linli demo`` and tests
+only, and :func:`seed_demo` refuses to run on a store that already holds other communities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cloud_api import ledger
+from cloud_api.accounts.service import hash_secret
+from cloud_api.devices.enrol import enrol_device
+from cloud_api.items.service import reserve
+from cloud_api.keys import CloudKeys
+from cloud_api.store import Store
+from linli.identity import DeviceIdentity
+
+COMMUNITY = "sunny-garden"
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    """One demo account."""
+
+    role: str
+    name: str
+    login: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DemoSeed:
+    """What the demo seeded, for printing and for the scenario."""
+
+    logins: tuple[DemoLogin, ...]
+    identities: dict[str, DeviceIdentity]
+    reserved_item: str
+    reserved_by: DemoLogin
+    reserved_locker: str
+    reserved_compartment: str
+    items_in_lockers: dict[str, set[str]]
+
+
+LOGINS = (
+    DemoLogin("resident", "王阿姨 (Auntie Wang, 72)", "13800000001", "246810"),
+    DemoLogin("resident", "李叔叔 (Uncle Li)", "13800000002", "135790"),
+    DemoLogin("social_worker", "张社工 (Zhang, social worker)", "zhang", "demo-social-worker"),
+    DemoLogin("maintainer", "刘师傅 (Liu, maintainer)", "liu", "demo-maintainer"),
+)
+LOCKERS = {
+    "locker-a": ("1号柜 Locker A", "阳光花园 3栋 东门 · Building 3, east gate"),
+    "locker-b": ("2号柜 Locker B", "阳光花园 活动中心 · Community centre"),
+}
+COMPARTMENTS = [("A1", "S"), ("A2", "M"), ("A3", "M"), ("A4", "L")]
+ITEMS = [
+    # id, title, category, points, locker, compartment
+    ("itm_kettle", "电热水壶 Electric kettle", "appliance", 12, "locker-a", "A2"),
+    ("itm_books", "儿童绘本 5 本 Picture books", "books", 5, "locker-a", "A3"),
+    ("itm_coat", "冬季外套 Winter coat", "clothing", 20, "locker-b", "A4"),
+]
+
+
+def seed_demo(store: Store, keys: CloudKeys, now_ms: int) -> DemoSeed:
+    """Seed the demo (idempotent on a store that holds only the demo)."""
+    existing = {r["id"] for r in store.read("SELECT id FROM communities")}
+    if existing - {COMMUNITY}:
+        raise SystemExit("refusing to seed demo data into a store that holds other communities")
+    if not existing:
+        _seed(store, keys, now_ms)
+    identities = {
+        device_id: enrol_device(
+            store,
+            keys,
+            community_id=COMMUNITY,
+            device_id=device_id,
+            role="locker",
+            name=name,
+            location=location,
+            compartments=COMPARTMENTS,
+        )
+        for device_id, (name, location) in LOCKERS.items()
+    }
+    in_lockers: dict[str, set[str]] = {d: set() for d in LOCKERS}
+    for row in store.read(
+        "SELECT device_id, compartment FROM items WHERE status IN ('listed', 'reserved', 'collecting')"
+    ):
+        in_lockers[row["device_id"]].add(row["compartment"])
+    return DemoSeed(
+        logins=LOGINS,
+        identities=identities,
+        reserved_item="itm_kettle",
+        reserved_by=LOGINS[0],
+        reserved_locker="locker-a",
+        reserved_compartment="A2",
+        items_in_lockers=in_lockers,
+    )
+
+
+def _seed(store: Store, keys: CloudKeys, now_ms: int) -> None:
+    with store.write() as db:
+        db.execute(
+            "INSERT INTO communities (id, name) VALUES (?, ?)", (COMMUNITY, "阳光花园 Sunny Garden")
+        )
+        for account in (ledger.ISSUANCE, ledger.REDEMPTION):
+            db.execute(
+                "INSERT INTO accounts (id, kind, name) VALUES (?, 'system', ?)",
+                (account, account.split(":")[1]),
+            )
+        for i, login in enumerate(LOGINS, start=1):
+            person_id = f"per_{i}"
+            db.execute(
+                "INSERT INTO people (id, community_id, role, display_name, login, secret_hash,"
+                " created_ms) VALUES (?,?,?,?,?,?,?)",
+                (
+                    person_id,
+                    COMMUNITY,
+                    login.role,
+                    login.name,
+                    login.login,
+                    hash_secret(login.secret),
+                    now_ms,
+                ),
+            )
+            if login.role == "resident":
+                db.execute(
+                    "INSERT INTO accounts (id, kind, person_id, name) VALUES (?, 'member', ?, ?)",
+                    (f"mem:{person_id}", person_id, login.name),
+                )
+                ledger.transfer(
+                    db,
+                    key=f"seed-credit:{person_id}",
+                    debit=ledger.ISSUANCE,
+                    credit=f"mem:{person_id}",
+                    amount=50,
+                    kind="valuation_credit",
+                    actor="seed",
+                    now_ms=now_ms,
+                )
+    for device_id, (name, location) in LOCKERS.items():
+        enrol_device(
+            store,
+            keys,
+            community_id=COMMUNITY,
+            device_id=device_id,
+            role="locker",
+            name=name,
+            location=location,
+            compartments=COMPARTMENTS,
+        )
+    with store.write() as db:
+        for item_id, title, category, points, device_id, compartment in ITEMS:
+            db.execute(
+                "INSERT INTO items (id, community_id, donor_id, title, category, points, status,"
+                " device_id, compartment, updated_ms) VALUES (?,?,?,?,?,?, 'listed', ?,?,?)",
+                (
+                    item_id,
+                    COMMUNITY,
+                    "per_2",
+                    title,
+                    category,
+                    points,
+                    device_id,
+                    compartment,
+                    now_ms,
+                ),
+            )
+        db.execute(
+            "UPDATE compartments SET occupancy = 'present' WHERE (device_id, name) IN"
+            " (SELECT device_id, compartment FROM items)"
+        )
+        reserve(db, keys, "itm_kettle", "per_1", now_ms)

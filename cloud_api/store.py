@@ -1,0 +1,285 @@
+"""The cloud's store: SQLite in the data directory (docs/decisions/0003-cloud-store-sqlite.md).
+
+WAL, ``synchronous=FULL``, ``BEGIN IMMEDIATE`` for every write, one connection serialized by a
+lock (HTTP handlers in the thread pool, the MQTT worker and scheduled jobs all go through it).
+The schema carries a version; :data:`MIGRATIONS` brings any older file up to date
+(``linli db migrate``). Ledger transfers are append-only: triggers refuse UPDATE and DELETE.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: list[str] = [
+    # 1: the foundation: people, devices, compartments, items, grants, events, commands, ledger.
+    """
+    CREATE TABLE communities (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL
+    );
+    CREATE TABLE people (
+        id TEXT PRIMARY KEY,
+        community_id TEXT NOT NULL REFERENCES communities(id),
+        role TEXT NOT NULL CHECK (role IN ('resident', 'social_worker', 'maintainer')),
+        display_name TEXT NOT NULL,
+        login TEXT NOT NULL UNIQUE,
+        secret_hash TEXT NOT NULL,
+        language TEXT NOT NULL DEFAULT 'zh-CN',
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        person_id TEXT NOT NULL REFERENCES people(id),
+        expires_ms INTEGER NOT NULL
+    );
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        community_id TEXT NOT NULL REFERENCES communities(id),
+        role TEXT NOT NULL CHECK (role IN ('locker', 'terminal')),
+        name TEXT NOT NULL,
+        location TEXT NOT NULL DEFAULT '',
+        cmd_seq INTEGER NOT NULL DEFAULT 0,
+        cfg_version INTEGER NOT NULL DEFAULT 0,
+        cfg_body TEXT,
+        status TEXT NOT NULL DEFAULT 'never_seen',
+        boot_id TEXT,
+        software_version TEXT,
+        status_ms INTEGER,
+        last_seen_ms INTEGER,
+        cfg_reported TEXT,
+        telemetry TEXT
+    );
+    CREATE TABLE compartments (
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        name TEXT NOT NULL,
+        size TEXT NOT NULL CHECK (size IN ('S', 'M', 'L')),
+        latch TEXT NOT NULL DEFAULT 'unknown',
+        door TEXT NOT NULL DEFAULT 'unknown',
+        occupancy TEXT NOT NULL DEFAULT 'unknown',
+        needs_attention INTEGER NOT NULL DEFAULT 0,
+        epoch INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (device_id, name)
+    );
+    CREATE TABLE items (
+        id TEXT PRIMARY KEY,
+        community_id TEXT NOT NULL REFERENCES communities(id),
+        donor_id TEXT REFERENCES people(id),
+        title TEXT NOT NULL,
+        category TEXT NOT NULL,
+        points INTEGER NOT NULL CHECK (points >= 0),
+        status TEXT NOT NULL,
+        device_id TEXT REFERENCES devices(id),
+        compartment TEXT,
+        reserved_by TEXT REFERENCES people(id),
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE item_history (
+        item_id TEXT NOT NULL REFERENCES items(id),
+        at_ms INTEGER NOT NULL,
+        from_status TEXT NOT NULL,
+        to_status TEXT NOT NULL,
+        cause TEXT NOT NULL
+    );
+    CREATE TABLE grants (
+        id TEXT PRIMARY KEY,
+        item_id TEXT REFERENCES items(id),
+        person_id TEXT REFERENCES people(id),
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        compartment TEXT NOT NULL,
+        purpose TEXT NOT NULL CHECK (purpose IN ('dropoff', 'pickup', 'return', 'maintenance')),
+        epoch INTEGER NOT NULL,
+        valid_from_ms INTEGER NOT NULL,
+        valid_until_ms INTEGER NOT NULL,
+        code_counter INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL CHECK (status IN ('active', 'consumed', 'revoked')),
+        created_ms INTEGER NOT NULL,
+        consumed_ms INTEGER
+    );
+    CREATE INDEX grants_live ON grants (device_id, status);
+    CREATE TABLE device_events (
+        device_id TEXT NOT NULL,
+        boot_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        compartment TEXT,
+        grant_id TEXT,
+        cmd_id TEXT,
+        reason TEXT,
+        wall_ms INTEGER NOT NULL,
+        mono_ms INTEGER NOT NULL,
+        trust TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (device_id, boot_id, seq)
+    );
+    CREATE TABLE event_heads (
+        device_id TEXT NOT NULL,
+        boot_id TEXT NOT NULL,
+        contiguous_seq INTEGER NOT NULL,
+        PRIMARY KEY (device_id, boot_id)
+    );
+    CREATE TABLE commands (
+        id TEXT PRIMARY KEY,
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        compartment TEXT,
+        grant_id TEXT,
+        requested_by TEXT NOT NULL,
+        on_behalf_of TEXT,
+        issued_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        result_ok INTEGER,
+        result_reason TEXT,
+        result_ms INTEGER,
+        UNIQUE (device_id, seq)
+    );
+    CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('member', 'system')),
+        person_id TEXT UNIQUE REFERENCES people(id),
+        name TEXT NOT NULL
+    );
+    CREATE TABLE transfers (
+        id TEXT PRIMARY KEY,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        debit_account TEXT NOT NULL REFERENCES accounts(id),
+        credit_account TEXT NOT NULL REFERENCES accounts(id),
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        phase TEXT NOT NULL CHECK (phase IN ('single', 'pending', 'post', 'void')),
+        pending_id TEXT REFERENCES transfers(id),
+        kind TEXT NOT NULL,
+        item_id TEXT,
+        actor TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        CHECK (debit_account <> credit_account),
+        CHECK ((phase IN ('post', 'void')) = (pending_id IS NOT NULL))
+    );
+    CREATE UNIQUE INDEX transfers_one_resolution ON transfers (pending_id) WHERE pending_id IS NOT NULL;
+    CREATE TRIGGER transfers_no_update BEFORE UPDATE ON transfers
+        BEGIN SELECT RAISE(ABORT, 'transfers are immutable'); END;
+    CREATE TRIGGER transfers_no_delete BEFORE DELETE ON transfers
+        BEGIN SELECT RAISE(ABORT, 'transfers are immutable'); END;
+    """,
+]
+
+
+class Store:
+    """One SQLite database; every access is serialized through one connection and one lock.
+
+    Example:
+        >>> store = Store(data_dir / "cloud.sqlite3")
+        >>> with store.write() as db:
+        ...     db.execute("INSERT INTO communities VALUES (?, ?)", ("c1", "阳光花园"))
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+
+    def schema_version(self) -> int:
+        """The version recorded in the file (0 for a new file)."""
+        with self._lock:
+            exists = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
+            ).fetchone()
+            if not exists:
+                return 0
+            row = self._db.execute("SELECT version FROM schema_version").fetchone()
+            return int(row[0]) if row else 0
+
+    def migrate(self) -> int:
+        """Apply every migration the file lacks, each in its own transaction; return the version."""
+        with self._lock:
+            current = self.schema_version()
+            if current > len(MIGRATIONS):
+                raise SystemExit(
+                    f"{self.path} has schema version {current}, newer than this software "
+                    f"({len(MIGRATIONS)}): upgrade linli"
+                )
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    if version == 1:
+                        self._db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                        self._db.execute("INSERT INTO schema_version VALUES (0)")
+                    for statement in _split(MIGRATIONS[version - 1]):
+                        self._db.execute(statement)
+                    self._db.execute("UPDATE schema_version SET version = ?", (version,))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                log.info("store migrated to schema version %d", version)
+            return len(MIGRATIONS)
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``; rolled back on any error)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Run a query and return all rows."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def read_one(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+        """Run a query and return the first row, or None."""
+        with self._lock:
+            row: sqlite3.Row | None = self._db.execute(sql, params).fetchone()
+            return row
+
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table, sorted (for tests that prove bad input changed nothing)."""
+        with self._lock:
+            tables = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"
+                )
+            ]
+            return {
+                t: sorted(tuple(r) for r in self._db.execute(f'SELECT * FROM "{t}"'))  # noqa: S608
+                for t in tables
+            }
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+
+def _split(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.strip().splitlines():
+        buffer += line + "\n"
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements

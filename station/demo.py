@@ -1,0 +1,159 @@
+"""``linli demo``: the whole station on one machine, with simulated hardware said out loud.
+
+Starts a broker (a private Mosquitto child process when the binary is installed, else the embedded
+amqtt on 127.0.0.1 with its limits stated), the cloud on a local port with seeded demo data, and
+two locker controllers on gpiozero's MockFactory wired to the door and occupancy simulator.
+With ``--scenario pickup`` it runs one pickup unattended and exits 0 only if independent checks
+confirm it (station/scenarios.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloud_api.keys import load_or_create_keys
+from cloud_api.seed import DemoSeed, seed_demo
+from cloud_api.settings import CloudSettings
+from cloud_api.store import Store
+from linli.broker import BrokerAddress
+from linli.clock import SystemClock
+from station.broker import AmqttBroker, MosquittoBroker, free_port, start_embedded_broker
+from station.capture import MqttCapture
+from station.cloud_server import CloudServer
+from station.locker import SimulatedLocker, start_simulated_locker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Station:
+    """Everything the demo started, in start order (stopped in reverse)."""
+
+    data_dir: Path
+    broker: MosquittoBroker | AmqttBroker
+    broker_address: BrokerAddress
+    cloud: CloudServer
+    seed: DemoSeed
+    lockers: dict[str, SimulatedLocker] = field(default_factory=dict)
+    capture: MqttCapture | None = None
+
+    def stop(self) -> None:
+        """Stop lockers, cloud, capture and broker."""
+        for locker in self.lockers.values():
+            locker.stop()
+        self.cloud.stop()
+        if self.capture is not None:
+            self.capture.stop()
+        self.broker.stop()
+
+
+def start_station(
+    data_dir: Path,
+    *,
+    broker_kind: str = "auto",
+    http_port: int = 0,
+    keepalive_s: int = 10,
+    capture: bool = False,
+) -> Station:
+    """Start broker, cloud and simulated lockers; return once the lockers are online."""
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    broker = start_embedded_broker(data_dir / "broker", prefer=broker_kind)
+    info = broker.info
+    address = BrokerAddress(info.host, info.port)
+    recorder = MqttCapture(info, "linli/v1/#").start() if capture else None
+
+    cloud_dir = data_dir / "cloud"
+    store = Store(cloud_dir / "cloud.sqlite3")
+    store.migrate()
+    seed = seed_demo(store, load_or_create_keys(cloud_dir / "secrets"), SystemClock().now().wall_ms)
+    store.close()
+
+    settings = CloudSettings(
+        data_dir=cloud_dir, host="127.0.0.1", port=http_port or free_port(), broker_url=address.url
+    )
+    cloud = CloudServer(settings).start()
+    station = Station(data_dir, broker, address, cloud, seed, capture=recorder)
+    try:
+        for device_id, identity in seed.identities.items():
+            station.lockers[device_id] = start_simulated_locker(
+                identity,
+                data_dir / device_id,
+                address,
+                items=seed.items_in_lockers.get(device_id, set()),
+                keepalive_s=keepalive_s,
+            )
+        for locker in station.lockers.values():
+            if not locker.daemon.link.wait_connected(15):
+                raise RuntimeError(f"{locker.daemon.device_id} could not reach the broker")
+    except BaseException:
+        station.stop()
+        raise
+    return station
+
+
+def describe(station: Station) -> str:
+    """What the demo prints: where everything is, what is simulated, how to sign in."""
+    kind = station.broker.info.kind
+    broker_note = (
+        "private Mosquitto child process"
+        if kind == "mosquitto"
+        else "embedded amqtt on 127.0.0.1 (Mosquitto not installed: retained messages may leak "
+        "across clients, last will never fires on a dead connection)"
+    )
+    lines = [
+        "Linli demo (邻里演示系统) is running.",
+        f"  HTTP (cloud API):  {station.cloud.url}   (API docs: {station.cloud.url}/docs)",
+        f"  MQTT broker:       {station.broker_address.url}   ({broker_note})",
+        f"  Data directory:    {station.data_dir}",
+        "  Simulated:         lockers locker-a and locker-b (GPIO on gpiozero MockFactory, doors and",
+        "                     item sensors by the physics simulator); no camera, scale or terminal yet",
+        "  Real:              broker, cloud HTTP app, SQLite store, TinyDB state, SQLite outboxes",
+        "  Demo logins (POST /api/v1/session with login + secret):",
+    ]
+    for login in station.seed.logins:
+        lines.append(
+            f"    {login.role:<14} {login.name:<34} login {login.login:<12} secret {login.secret}"
+        )
+    lines += [
+        "  Enter a code at a locker's keypad (local only):",
+        f"    linli locker code --data-dir {station.data_dir / 'locker-a'}",
+        "  Stop with Ctrl-C.",
+    ]
+    return "\n".join(lines)
+
+
+def run(data_dir: Path, scenario: str | None, broker_kind: str, http_port: int) -> int:
+    """Entry point of ``linli demo``."""
+    started = time.monotonic()
+    station = start_station(
+        data_dir, broker_kind=broker_kind, http_port=http_port, capture=scenario is not None
+    )
+    try:
+        print(describe(station))
+        print(f"  (started in {time.monotonic() - started:.1f} s)", flush=True)
+        if scenario == "pickup":
+            from station.scenarios import run_pickup
+
+            return run_pickup(station)
+        if scenario is not None:
+            print(f"unknown scenario {scenario!r}; known: pickup")
+            return 2
+        from station.keypad import serve_keypads
+
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with serve_keypads(station.lockers.values()):
+            try:
+                while not stop.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+        return 0
+    finally:
+        station.stop()
