@@ -124,7 +124,7 @@ def devices(person: Staff, svc: ServicesDep) -> list[dict[str, object]]:
     """Every device of the caller's community: status, version, compartments."""
     rows = svc.store.read(
         "SELECT id, role, name, location, status, boot_id, software_version, status_ms,"
-        " last_seen_ms, cfg_version, cfg_reported, telemetry FROM devices"
+        " last_seen_ms, cfg_version, cfg_reported FROM devices"
         " WHERE community_id = ? ORDER BY id",
         (person.community_id,),
     )
@@ -136,8 +136,8 @@ def devices(person: Staff, svc: ServicesDep) -> list[dict[str, object]]:
             (r["id"],),
         )
         entry = dict(r)
-        for key in ("cfg_reported", "telemetry"):
-            entry[key] = json.loads(r[key]) if r[key] else None
+        entry["cfg_reported"] = json.loads(r["cfg_reported"]) if r["cfg_reported"] else None
+        entry["telemetry"] = svc.devices.telemetry.get(r["id"])
         entry["compartments"] = [
             dict(c) | {"needs_attention": bool(c["needs_attention"])} for c in compartments
         ]

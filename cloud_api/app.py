@@ -53,6 +53,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
                 devices.refresh_config(row["id"])
 
         bridge.every(settings.config_refresh_s, refresh_online)
+        bridge.every(0.25, devices.check_liveness)
         bridge.start(devices.handle)
         log.info("cloud %s serving from %s", __version__, settings.data_dir)
         try:

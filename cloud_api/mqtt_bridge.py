@@ -113,7 +113,7 @@ class CloudBridge:
         next_run = {i: time.monotonic() + period for i, (period, _) in enumerate(self._periodic)}
         while True:
             try:
-                item = self._queue.get(timeout=1.0)
+                item = self._queue.get(timeout=0.1)
             except queue.Empty:
                 item = ("", b"")
             if item is None:

@@ -54,8 +54,7 @@ MIGRATIONS: list[str] = [
         software_version TEXT,
         status_ms INTEGER,
         last_seen_ms INTEGER,
-        cfg_reported TEXT,
-        telemetry TEXT
+        cfg_reported TEXT
     );
     CREATE TABLE compartments (
         device_id TEXT NOT NULL REFERENCES devices(id),

@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=os.environ.get("LINLI_LOG_LEVEL", "INFO"))
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--data-dir", default=None, help="data directory (env LINLI_DATA_DIR, default ./linli-data)"
+        "--data-dir",
+        default=argparse.SUPPRESS,  # so a nested sub-command's default cannot erase a given value
+        help="data directory (env LINLI_DATA_DIR, default ./linli-data)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

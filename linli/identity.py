@@ -43,6 +43,10 @@ class DeviceIdentity:
             )
         except FileNotFoundError:
             raise IdentityError(f"no identity at {path}: enrol this device first") from None
+        except OSError as exc:  # a directory, no permission, an I/O error
+            raise IdentityError(
+                f"identity file {path} is unreadable ({type(exc).__name__})"
+            ) from None
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise IdentityError(f"identity file {path} is invalid ({type(exc).__name__})") from None
         if not is_device_id(identity.device_id) or not identity.cloud_keys:

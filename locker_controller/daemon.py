@@ -65,7 +65,7 @@ from locker_controller.statestore import StateStore
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.5
+TICK_S = 0.25
 RESEND_AFTER_MS = 5_000
 TELEMETRY_EVERY_MS = 30_000
 
@@ -120,6 +120,7 @@ class LockerDaemon:
         *,
         clock: Clock | None = None,
         keepalive_s: int = 10,
+        telemetry_every_ms: int | None = None,
         version: str = __version__,
     ) -> None:
         self.device_id = identity.device_id
@@ -140,8 +141,10 @@ class LockerDaemon:
         self._started_mono_ms = self._clock.now().mono_ms
         self._last_resend_ms = 0
         self._last_tele_ms = 0
+        # Telemetry doubles as the heartbeat the cloud's liveness watchdog listens for.
+        self._telemetry_every_ms = telemetry_every_ms or min(TELEMETRY_EVERY_MS, keepalive_s * 500)
         self._link = DeviceLink(
-            DeviceSession(identity.device_id, "locker", self.boot_id, version),
+            DeviceSession(identity.device_id, "locker", self.boot_id, version, keepalive_s),
             broker,
             self._inbox.put,
             keepalive_s=keepalive_s,
@@ -150,6 +153,7 @@ class LockerDaemon:
             target=self._run, name=f"core-{self.device_id}", daemon=True
         )
         self._stopped = threading.Event()
+        self._logged_ack_refusals: set[str] = set()
 
     # --- public, thread-safe --------------------------------------------------------------
 
@@ -252,7 +256,9 @@ class LockerDaemon:
         try:
             ack = decode(Ack, payload, self.device_id)
         except ContractError as exc:
-            log.warning("ignored an ack: %s", exc.reason)
+            if exc.reason not in self._logged_ack_refusals:  # once per kind: no log flood
+                self._logged_ack_refusals.add(exc.reason)
+                log.warning("ignored an ack: %s", exc.reason)
             return
         forgotten = self._outbox.acknowledge(ack.boot_id, ack.seq)
         if forgotten:
@@ -346,7 +352,7 @@ class LockerDaemon:
         if now - self._last_resend_ms >= RESEND_AFTER_MS:
             self._last_resend_ms = now
             self._resend(everything=False)
-        if now - self._last_tele_ms >= TELEMETRY_EVERY_MS and self._link.is_connected:
+        if now - self._last_tele_ms >= self._telemetry_every_ms and self._link.is_connected:
             self._last_tele_ms = now
             age_s = None
             if self._state.cfg_issued_at_ms:

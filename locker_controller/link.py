@@ -39,6 +39,7 @@ class DeviceSession:
     role: str
     boot_id: str
     version: str
+    keepalive_s: int = 10
 
     def status(self, state: str) -> bytes:
         """The retained ``status`` payload for ``state`` (online, offline or lost)."""
@@ -49,6 +50,7 @@ class DeviceSession:
                 role=self.role,  # type: ignore[arg-type]
                 boot_id=self.boot_id,
                 version=self.version,
+                keepalive_s=self.keepalive_s,
             )
         )
 

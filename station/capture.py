@@ -259,7 +259,7 @@ class MqttCapture:
                 return mqtt.topic_matches_sub(topic_filter, m.topic)
         else:
             matches = predicate
-            what = description or getattr(predicate, "__name__", repr(predicate))
+            what = description or str(getattr(predicate, "__name__", predicate))
         deadline = time.monotonic() + timeout_s
         checked = 0
         with self._cond:

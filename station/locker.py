@@ -36,6 +36,7 @@ def start_simulated_locker(
     board_name: str = "gpio-4",
     items: set[str] | None = None,
     keepalive_s: int = 10,
+    telemetry_every_ms: int | None = None,
     clock: Clock | None = None,
     start: bool = True,
 ) -> SimulatedLocker:
@@ -53,6 +54,7 @@ def start_simulated_locker(
         broker,
         clock=clock,
         keepalive_s=keepalive_s,
+        telemetry_every_ms=telemetry_every_ms,
     )
     sim.attach()
     if start:

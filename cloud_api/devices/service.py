@@ -70,6 +70,10 @@ class DeviceService:
         self._clock = clock
         self._lock = threading.Lock()
         self.refused: Counter[str] = Counter()
+        # Liveness, kept in memory: heartbeats must not churn the store.
+        self._heard_mono_ms: dict[str, int] = {}
+        self._keepalive_s: dict[str, int] = {}
+        self.telemetry: dict[str, dict[str, object]] = {}
         self._logged_refusals: set[tuple[str, str, str]] = set()
 
     @property
@@ -101,6 +105,7 @@ class DeviceService:
         except ContractError as exc:
             self._refuse(device_id, spec.name, exc.reason)
             return
+        self._heard(device_id, spec.name)
         try:
             if isinstance(message, Event):
                 self._on_event(message)
@@ -124,8 +129,57 @@ class DeviceService:
             self._logged_refusals.add(key)
             log.warning("refused a %s message for device %s: %s", name, device_id, reason)
 
+    def _heard(self, device_id: str, name: str) -> None:
+        """Note that a device spoke; a device marked lost by silence is back."""
+        self._heard_mono_ms[device_id] = self._clock.now().mono_ms
+        if name == "status":
+            return
+        with self._lock:
+            restored = False
+            if device_id in self._keepalive_s:
+                with self._store.write() as db:
+                    restored = bool(
+                        db.execute(
+                            "UPDATE devices SET status = 'online', status_ms = ? WHERE id = ?"
+                            " AND status = 'lost'",
+                            (self._now(), device_id),
+                        ).rowcount
+                    )
+        if restored:
+            log.info("device %s is heard from again", device_id)
+
+    def check_liveness(self) -> list[str]:
+        """Mark online devices silent for over 1.5 × keepalive as lost; return them.
+
+        The broker's last will says the same later (Mosquitto 2.0.11 checks keepalives only
+        every ~6 s, amqtt never): silence is the cloud's own, faster evidence.
+        """
+        now_mono = self._clock.now().mono_ms
+        silent = [
+            device_id
+            for device_id, keepalive_s in self._keepalive_s.items()
+            if now_mono - self._heard_mono_ms.get(device_id, now_mono) > 1500 * keepalive_s
+        ]
+        lost = []
+        for device_id in silent:
+            with self._lock, self._store.write() as db:
+                changed = db.execute(
+                    "UPDATE devices SET status = 'lost', status_ms = ? WHERE id = ?"
+                    " AND status = 'online'",
+                    (self._now(), device_id),
+                ).rowcount
+            self._keepalive_s.pop(device_id, None)
+            if changed:
+                lost.append(device_id)
+                log.warning("device %s lost: silent for over 1.5 × keepalive", device_id)
+        return lost
+
     def _on_status(self, status: Status) -> None:
         now = self._now()
+        if status.state == "online":
+            self._keepalive_s[status.device_id] = status.keepalive_s
+        else:
+            self._keepalive_s.pop(status.device_id, None)
         with self._store.write() as db:
             db.execute(
                 "UPDATE devices SET status = ?, boot_id = ?, software_version = ?, status_ms = ?,"
@@ -238,11 +292,8 @@ class DeviceService:
             )
 
     def _on_telemetry(self, tele: Telemetry) -> None:
-        with self._store.write() as db:
-            db.execute(
-                "UPDATE devices SET telemetry = ?, last_seen_ms = ? WHERE id = ?",
-                (tele.model_dump_json(), self._now(), tele.device_id),
-            )
+        # Latest figures in memory; history and alarms belong to the maintainers' issue (#10).
+        self.telemetry[tele.device_id] = tele.model_dump(mode="json") | {"received_ms": self._now()}
 
     # --- to devices --------------------------------------------------------------------------
 

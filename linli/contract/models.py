@@ -62,6 +62,10 @@ class Status(Message):
     role: Role
     boot_id: BootId
     version: Annotated[str, StringConstraints(max_length=32)]
+    keepalive_s: Annotated[int, Field(ge=1, le=3600)]
+    """The device's MQTT keepalive; it also sends telemetry at least every ``keepalive_s / 2``,
+    so the cloud can call it lost after 1.5 × keepalive of silence without waiting for the
+    broker's last will (Mosquitto 2.0.11 checks keepalives only every ~6 s)."""
 
 
 class CompartmentState(BaseModel):

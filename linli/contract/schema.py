@@ -12,13 +12,16 @@ def contract_schemas() -> dict[str, object]:
     """Return one JSON Schema per topic, plus the signed bodies, keyed by name."""
     schemas: dict[str, object] = {}
     for spec in TOPICS:
+        schema = spec.model.model_json_schema()
+        # decode() refuses a payload without "v" (the model's default is for building messages).
+        schema["required"] = ["v", *(f for f in schema.get("required", []) if f != "v")]
         schemas[spec.name] = {
             "direction": spec.direction,
             "qos": spec.qos,
             "retained": spec.retained,
             "signed": spec.signed,
             "description": spec.description,
-            "schema": spec.model.model_json_schema(),
+            "schema": schema,
         }
     bodies: tuple[type[BaseModel], ...] = (CommandBody, ConfigBody)
     for model in bodies:

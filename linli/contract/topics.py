@@ -113,8 +113,10 @@ def decode_json(payload: bytes) -> dict[str, object]:
         raise MalformedPayload("payload is not JSON") from exc
     if not isinstance(data, dict):
         raise MalformedPayload("payload is not a JSON object")
-    if data.get("v") != CONTRACT_VERSION:
-        raise UnsupportedVersion(f"contract version {data.get('v')!r} is not {CONTRACT_VERSION}")
+    version = data.get("v")
+    # type() check: JSON true and 1.0 compare equal to 1 in Python but are not the version.
+    if type(version) is not int or version != CONTRACT_VERSION:
+        raise UnsupportedVersion(f"contract version {version!r} is not {CONTRACT_VERSION}")
     return data
 
 

@@ -1,0 +1,105 @@
+"""Shared fixtures: brokers and capture (broker_fixtures), a fake clock, cloud keys, a cloud on a
+temporary data directory, simulated controllers, and a running station.
+
+Everything here is real: a private Mosquitto (or amqtt), the real HTTP app under uvicorn on a
+free port, real SQLite and TinyDB files, gpiozero's MockFactory with the physics simulator.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cloud_api.keys import CloudKeys, load_or_create_keys
+from cloud_api.seed import DemoSeed, seed_demo
+from cloud_api.settings import CloudSettings
+from cloud_api.store import Store
+from linli.broker import BrokerAddress
+from linli.clock import FakeClock, SystemClock
+from linli.identity import DeviceIdentity
+from station.broker import BrokerInfo, free_port
+from station.cloud_server import CloudServer
+from station.locker import SimulatedLocker, start_simulated_locker
+
+pytest_plugins = ["broker_fixtures"]
+
+
+def require_system(what: str) -> None:
+    """Skip for a missing system binary, or fail when LINLI_REQUIRE_SYSTEM=1 (CI)."""
+    if os.environ.get("LINLI_REQUIRE_SYSTEM") == "1":
+        pytest.fail(f"{what}; LINLI_REQUIRE_SYSTEM=1 forbids skipping")
+    pytest.skip(what)
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A clock that moves only when told to."""
+    return FakeClock(wall_ms=1_800_000_000_000, mono_ms=1_000)
+
+
+@pytest.fixture
+def cloud_keys(tmp_path: Path) -> CloudKeys:
+    """Fresh cloud keys in a temporary secrets directory."""
+    return load_or_create_keys(tmp_path / "secrets")
+
+
+class CloudUnderTest:
+    """A seeded cloud serving HTTP on a free port, connected to a broker."""
+
+    def __init__(self, data_dir: Path, broker: BrokerInfo) -> None:
+        self.data_dir = data_dir
+        self.broker = BrokerAddress(broker.host, broker.port)
+        store = Store(data_dir / "cloud.sqlite3")
+        store.migrate()
+        self.keys = load_or_create_keys(data_dir / "secrets")
+        self.seed: DemoSeed = seed_demo(store, self.keys, SystemClock().now().wall_ms)
+        store.close()
+        settings = CloudSettings(
+            data_dir=data_dir, host="127.0.0.1", port=free_port(), broker_url=self.broker.url
+        )
+        self.server = CloudServer(settings).start()
+        self.url = self.server.url
+
+    @property
+    def store(self) -> Store:
+        """The running app's store."""
+        store: Store = self.server.app.state.services.store
+        return store
+
+    def identity(self, device_id: str) -> DeviceIdentity:
+        """The identity enrolment gave a device."""
+        return self.seed.identities[device_id]
+
+    def stop(self) -> None:
+        """Stop the server."""
+        self.server.stop()
+
+
+@pytest.fixture
+def cloud(tmp_path: Path, mosquitto: BrokerInfo) -> Iterator[CloudUnderTest]:
+    """A seeded cloud on a temporary data dir, on a private Mosquitto."""
+    running = CloudUnderTest(tmp_path / "cloud", mosquitto)
+    yield running
+    running.stop()
+
+
+LockerFactory = Callable[..., SimulatedLocker]
+
+
+@pytest.fixture
+def simulated_locker(tmp_path: Path) -> Iterator[LockerFactory]:
+    """A factory of simulated controllers: ``simulated_locker(identity, broker_address, ...)``."""
+    started: list[SimulatedLocker] = []
+
+    def make(identity: DeviceIdentity, broker: BrokerAddress, **kwargs: object) -> SimulatedLocker:
+        data_dir = kwargs.pop("data_dir", None) or tmp_path / f"{identity.device_id}-{len(started)}"
+        locker = start_simulated_locker(identity, data_dir, broker, **kwargs)  # type: ignore[arg-type]
+        started.append(locker)
+        return locker
+
+    yield make
+    for locker in started:
+        locker.stop()
