@@ -34,12 +34,12 @@ def transfer(
 ) -> str:
     """Record one transfer (idempotent on ``key``); return its id."""
     existing = db.execute(
-        "SELECT id, debit_account, credit_account, amount, phase, pending_id FROM transfers"
-        " WHERE idempotency_key = ?",
+        "SELECT id, debit_account, credit_account, amount, phase, pending_id, kind, item_id"
+        " FROM transfers WHERE idempotency_key = ?",
         (key,),
     ).fetchone()
     if existing is not None:
-        if tuple(existing)[1:] != (debit, credit, amount, phase, pending_id):
+        if tuple(existing)[1:] != (debit, credit, amount, phase, pending_id, kind, item_id):
             raise Conflict("idempotency key reused with a different transfer")
         return str(existing["id"])
     transfer_id = new_id("trf")

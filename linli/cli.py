@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(target)
     except ImportError as exc:
-        extra = {"station.cli": "dev"}.get(target, args.command)
+        extra = {"station.cli": "demo", "cloud_api.cli": "cloud"}.get(target, args.command)
         print(
             f"linli {args.command} needs the [{extra}] extra: pip install 'linli[{extra}]' ({exc})",
             file=sys.stderr,

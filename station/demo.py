@@ -131,6 +131,9 @@ def describe(station: Station) -> str:
 def run(data_dir: Path, scenario: str | None, broker_kind: str, http_port: int) -> int:
     """Entry point of ``linli demo``."""
     started = time.monotonic()
+    if scenario is not None:
+        # A scenario consumes its reservation: each run gets a fresh station of its own.
+        data_dir = data_dir / "scenarios" / f"{scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
     station = start_station(
         data_dir, broker_kind=broker_kind, http_port=http_port, capture=scenario is not None
     )
