@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,13 @@ from linli.broker import BrokerAddress
 from linli.contract import BY_NAME, TOPICS, subscription, topic
 
 log = logging.getLogger(__name__)
+
+
+def _no_delay(client: mqtt.Client, userdata: object, sock: object) -> None:
+    """Disable Nagle's algorithm: a PUBACK followed by a small publish on the same socket
+    otherwise waits for a delayed TCP ACK (~40 ms per hop; bench/pickup_path.py)."""
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class CloudBridge:
@@ -43,6 +51,7 @@ class CloudBridge:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_socket_open = _no_delay
 
     @property
     def is_connected(self) -> bool:

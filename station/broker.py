@@ -256,6 +256,9 @@ class MosquittoBroker(_Broker):
             "allow_anonymous true",
             f"user {user}",
             "max_keepalive 65535",
+            # Nagle's algorithm on the broker's sockets, with delayed ACKs, held each event's
+            # acknowledgement ~90 ms (bench/pickup_path.py); off, as in deploy/mosquitto/linli.conf.
+            "set_tcp_nodelay true",
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",

@@ -699,14 +699,14 @@ COMMAND_CASES = [
     CommandCase("wrong_kind_cfg_as_cmd", _cfg_body_as_cmd, "bad_signature", None),
     CommandCase("wrong_device", lambda: command(1, device_id=OTHER_DEVICE_ID), "wrong_device", "cmd-1"),
     CommandCase("expired", lambda: command(1, issued_at_ms=T0 - DAY_MS, expires_at_ms=T0 - 1), "expired", "cmd-1"),
-    CommandCase("duplicate", lambda: command(5, cmd_id="cmd-5b"), "duplicate", "cmd-5b"),
+    CommandCase("duplicate", lambda: command(90, cmd_id="cmd-90b"), "duplicate", "cmd-90b"),
     CommandCase("outside_window", lambda: command(100 - REPLAY_WINDOW), "outside_window", f"cmd-{100 - REPLAY_WINDOW}"),
     CommandCase("malformed_garbage", lambda: b"\x00\xffnot json", "malformed", None),
     CommandCase("malformed_not_an_envelope", lambda: b'{"v":1,"body":{"id":"cmd-9"}}', "malformed", "cmd-9"),
     CommandCase("malformed_signed_invalid_body", _signed_invalid_body, "malformed", "cmd-bad"),
     CommandCase("unsupported_version", lambda: b'{"v":2}', "unsupported_version", None),
-    CommandCase("unknown_compartment", lambda: command(1, compartment="Z9"), "unknown_compartment", "cmd-1"),
-    CommandCase("open_without_compartment", lambda: command(1, compartment=None), "unknown_compartment", "cmd-1"),
+    CommandCase("unknown_compartment", lambda: command(50, compartment="Z9"), "unknown_compartment", "cmd-50"),
+    CommandCase("open_without_compartment", lambda: command(50, compartment=None), "unknown_compartment", "cmd-50"),
 ]  # fmt: skip
 
 
@@ -714,9 +714,9 @@ COMMAND_CASES = [
 def test_a_refused_command_replies_with_its_reason_and_changes_nothing(
     case: CommandCase, fake_clock: FakeClock
 ) -> None:
-    # Seq 5 and 100 were accepted earlier, on other compartments and past their cooldown.
+    # Seq 90 and 100 were accepted earlier, on other compartments and past their cooldown.
     rig = _rig(fake_clock)
-    assert pulses(rig.feed(CommandArrived(command(5, compartment="A3"))))
+    assert pulses(rig.feed(CommandArrived(command(90, compartment="A3"))))
     assert pulses(rig.feed(CommandArrived(command(100, compartment="A4"))))
     rig.advance(COOLDOWN_MS + 1)
     before = rig.state

@@ -42,7 +42,7 @@ def reserve(
     posted, pending = ledger.balances(db, account)
     if posted - pending < item["points"]:
         raise Conflict("not enough points")
-    set_item_status(db, item_id, "listed", "reserved", f"reserved by {person_id}", now_ms)
+    set_item_status(db, item_id, "listed", "reserved", "reserved", now_ms)
     db.execute("UPDATE items SET reserved_by = ? WHERE id = ?", (person_id, item_id))
     if item["points"] > 0:
         ledger.transfer(

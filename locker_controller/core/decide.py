@@ -343,8 +343,11 @@ def _on_door(state: ControllerState, event: DoorSensed, now: Now) -> Result:
         return state, [*found, PublishState()]
     outputs: list[Output] = []
     if event.is_open:
+        # A pulse explains one opening: once the door has closed (``opened_by`` cleared), the
+        # latch caught it again, and opening it without a new pulse is forced, however soon.
         pulsed_recently = (
-            compartment.last_pulse_mono_ms is not None
+            compartment.opened_by is not None
+            and compartment.last_pulse_mono_ms is not None
             and now.mono_ms - compartment.last_pulse_mono_ms <= DOOR_OPEN_AFTER_PULSE_MS
         )
         opened_by = compartment.opened_by if pulsed_recently else None
@@ -354,8 +357,13 @@ def _on_door(state: ControllerState, event: DoorSensed, now: Now) -> Result:
             opened_by=opened_by,
             opened_purpose=compartment.opened_purpose if opened_by else None,
         )
-        if opened_by is not None and opened_by in state.uses:
-            use = state.uses[opened_by]
+        # A listed grant opened by a command ("open now" on the phone page) has no use yet: the
+        # door it opened consumes it all the same, so its code cannot open the door again.
+        is_grant = opened_by is not None and (
+            opened_by in state.uses or any(g.grant_id == opened_by for g in state.grants.values())
+        )
+        if opened_by is not None and is_grant:
+            use = state.uses.get(opened_by, GrantUse())
             if not use.is_consumed:
                 uses = dict(state.uses)
                 uses[opened_by] = replace(use, is_consumed=True)
