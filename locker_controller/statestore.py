@@ -8,6 +8,7 @@ The document is small (one controller's grants and uses), and has one writer: th
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -75,7 +76,7 @@ class StateStore:
         if document == self._last:
             return False
         self._table.upsert(Document(document, doc_id=self.DOC_ID))
-        self._last = document
+        self._last = copy.deepcopy(document)  # a caller mutating its dict must not hide a change
         return True
 
     def close(self) -> None:

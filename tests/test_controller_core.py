@@ -908,6 +908,36 @@ def test_a_retired_grant_is_forgotten_once_it_has_expired(fake_clock: FakeClock)
     assert rig.state.uses == {}
 
 
+def test_a_grant_withdrawn_after_one_pulse_keeps_its_count_when_listed_again(
+    fake_clock: FakeClock,
+) -> None:
+    rig = _rig(fake_clock)
+    grant = make_grant()
+    rig.feed(ConfigArrived(config(1, [grant])))
+    assert len(pulses(rig.code())) == 1  # first pulse; the resident never opened the door
+    rig.advance(COOLDOWN_MS + 1)
+    rig.feed(ConfigArrived(config(2, [], issued_at_ms=T0 + 2)))  # withdrawn by the cloud
+    outputs = rig.code()
+    assert pulses(outputs) == [] and records(outputs)[0].reason == "withdrawn"
+    rig.feed(ConfigArrived(config(3, [grant], issued_at_ms=T0 + 3)))  # listed again
+    assert rig.state.uses["grt_g1"].pulses == 1
+    assert len(pulses(rig.code())) == 1  # the second and last pulse
+    rig.advance(COOLDOWN_MS + 1)
+    outputs = rig.code()
+    assert pulses(outputs) == [] and records(outputs)[0].reason == "pulse_limit"
+
+
+def test_a_configuration_cannot_invent_compartments_the_board_lacks(fake_clock: FakeClock) -> None:
+    rig = _rig(fake_clock)
+    ghost = make_grant("grt_ghost", "87654321", compartment="Z9")
+    policies = {n: CompartmentPolicy(size="M") for n in NAMES} | {"Z9": CompartmentPolicy(size="L")}
+    outputs = rig.feed(ConfigArrived(config(1, [make_grant(), ghost], policies=policies)))
+    assert outputs[0] == ReportConfig("applied", reason="unwired_compartments")
+    assert "Z9" not in rig.state.compartments
+    assert [g.grant_id for g in rig.state.grants.values()] == ["grt_g1"]
+    assert pulses(rig.code("87654321")) == []
+
+
 # --- time -------------------------------------------------------------------------------------
 
 

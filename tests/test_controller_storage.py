@@ -385,3 +385,15 @@ def test_kill_9_while_writing_loses_no_committed_event(tmp_path: Path, trial: in
     assert document["seq"] in (k - 1, k)
     assert document["grants"] == [f"grt_{i}" for i in range(document["seq"] % 40)]
     assert document["note"] == "邻里"
+
+
+def test_a_document_mutated_in_place_and_saved_again_is_written(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    document = {"cfg_version": 1}
+    assert store.save(document)
+    document["cfg_version"] = 2  # the caller reuses its dict
+    assert store.save(document)
+    store.close()
+    reopened = StateStore(tmp_path / "state.json")
+    assert reopened.load() == {"cfg_version": 2}
+    reopened.close()

@@ -163,7 +163,10 @@ def _on_code(state: ControllerState, event: CodeEntered, now: Now) -> Result:
     grant = _find(state.grants, entered_hash)
     if grant is None:
         retired = _find(state.retired, entered_hash)
-        return refuse("used", retired) if retired is not None else refuse("unknown_code")
+        if retired is None:
+            return refuse("unknown_code")
+        is_consumed = state.uses.get(retired.grant_id, GrantUse()).is_consumed
+        return refuse("used" if is_consumed else "withdrawn", retired)
     wall_ms, _ = trusted_time(state, now)
     if wall_ms > grant.valid_until_ms:
         return refuse("expired", grant)
@@ -298,21 +301,25 @@ def _on_config(state: ControllerState, event: ConfigArrived, now: Now) -> Result
     revoked = set(config.revoked)
     grants = {g.code_hash: g for g in config.grants if g.grant_id not in revoked}
     wall_ms, _ = trusted_time(state, now)
+    # A grant dropped from the list after it pulsed (consumed, or revoked after one pulse) is
+    # kept, with its uses, until it expires: a re-pushed or later list never re-arms it, and a
+    # resident re-entering its code is told it was used or withdrawn, not that it is wrong.
     retired = {
         h: g
         for h, g in (*state.retired.items(), *state.grants.items())
-        if h not in grants
-        and g.valid_until_ms > wall_ms
-        and state.uses.get(g.grant_id, GrantUse()).is_consumed
+        if h not in grants and g.valid_until_ms > wall_ms and g.grant_id in state.uses
     }
-    # A re-pushed list never re-arms a used grant: uses are kept for every grant still listed
-    # or retired, and dropped only once the grant can no longer open anything.
     live_ids = {g.grant_id for g in (*grants.values(), *retired.values())}
     uses = {gid: u for gid, u in state.uses.items() if gid in live_ids}
+    # The board's wiring defines the compartments; a configuration only sets their policy.
     compartments = dict(state.compartments)
+    unwired = sorted(set(config.compartments) - set(compartments))
     for name, policy in config.compartments.items():
-        existing = compartments.get(name, Compartment(name=name))
-        compartments[name] = replace(existing, size=policy.size, pulse_ms=policy.pulse_ms)
+        if name in compartments:
+            compartments[name] = replace(
+                compartments[name], size=policy.size, pulse_ms=policy.pulse_ms
+            )
+    grants = {h: g for h, g in grants.items() if g.compartment in compartments}
     state = replace(
         state,
         cfg_version=config.version,
@@ -322,7 +329,8 @@ def _on_config(state: ControllerState, event: ConfigArrived, now: Now) -> Result
         uses=uses,
         compartments=compartments,
     )
-    return state, [ReportConfig("applied"), PublishState()]
+    report = ReportConfig("applied", reason="unwired_compartments" if unwired else None)
+    return state, [report, PublishState()]
 
 
 def _on_door(state: ControllerState, event: DoorSensed, now: Now) -> Result:
