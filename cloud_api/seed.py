@@ -67,7 +67,7 @@ def seed_demo(store: Store, keys: CloudKeys, now_ms: int) -> DemoSeed:
     if existing - {COMMUNITY}:
         raise SystemExit("refusing to seed demo data into a store that holds other communities")
     if not existing:
-        _seed(store, keys, now_ms)
+        _seed_people(store, now_ms)
     identities = {
         device_id: enrol_device(
             store,
@@ -81,6 +81,8 @@ def seed_demo(store: Store, keys: CloudKeys, now_ms: int) -> DemoSeed:
         )
         for device_id, (name, location) in LOCKERS.items()
     }
+    if not existing:
+        _seed_items(store, keys, now_ms)
     in_lockers: dict[str, set[str]] = {d: set() for d in LOCKERS}
     for row in store.read(
         "SELECT device_id, compartment FROM items WHERE status IN ('listed', 'reserved', 'collecting')"
@@ -97,7 +99,7 @@ def seed_demo(store: Store, keys: CloudKeys, now_ms: int) -> DemoSeed:
     )
 
 
-def _seed(store: Store, keys: CloudKeys, now_ms: int) -> None:
+def _seed_people(store: Store, now_ms: int) -> None:
     with store.write() as db:
         db.execute(
             "INSERT INTO communities (id, name) VALUES (?, ?)", (COMMUNITY, "阳光花园 Sunny Garden")
@@ -137,17 +139,9 @@ def _seed(store: Store, keys: CloudKeys, now_ms: int) -> None:
                     actor="seed",
                     now_ms=now_ms,
                 )
-    for device_id, (name, location) in LOCKERS.items():
-        enrol_device(
-            store,
-            keys,
-            community_id=COMMUNITY,
-            device_id=device_id,
-            role="locker",
-            name=name,
-            location=location,
-            compartments=COMPARTMENTS,
-        )
+
+
+def _seed_items(store: Store, keys: CloudKeys, now_ms: int) -> None:
     with store.write() as db:
         for item_id, title, category, points, device_id, compartment in ITEMS:
             db.execute(
