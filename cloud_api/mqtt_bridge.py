@@ -40,6 +40,7 @@ class CloudBridge:
         self._connected = threading.Event()
         self._handler: Callable[[str, bytes], None] | None = None
         self._stopping = False
+        self._subscribe_mid: int | None = None
         self._periodic: list[tuple[float, Callable[[], None]]] = []
         self._worker = threading.Thread(target=self._work, name="cloud-mqtt-worker", daemon=True)
         self._client = mqtt.Client(
@@ -51,6 +52,7 @@ class CloudBridge:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_socket_open = _no_delay
 
     @property
@@ -97,11 +99,21 @@ class CloudBridge:
         if getattr(reason, "is_failure", False):
             log.warning("broker refused the cloud's connection: %s", reason)
             return
-        for spec in TOPICS:
-            if spec.direction == "device_to_cloud":
-                client.subscribe(subscription(spec.name), qos=1)
-        log.info("cloud connected to broker %s:%d", self._broker.host, self._broker.port)
-        self._connected.set()
+        _, self._subscribe_mid = client.subscribe(
+            [(subscription(s.name), 1) for s in TOPICS if s.direction == "device_to_cloud"]
+        )
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: object,
+        properties: object,
+    ) -> None:
+        if mid == self._subscribe_mid:
+            log.info("cloud connected to broker %s:%d", self._broker.host, self._broker.port)
+            self._connected.set()  # connected and subscribed
 
     def _on_disconnect(
         self,

@@ -95,6 +95,7 @@ class DeviceLink:
         self._connected = threading.Event()
         self._was_connected = False
         self._stopping = False
+        self._subscribe_mid: int | None = None
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"{session.device_id}-{session.boot_id}",
@@ -110,6 +111,7 @@ class DeviceLink:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_socket_open = _no_delay
 
     @property
@@ -123,7 +125,7 @@ class DeviceLink:
         self._client.loop_start()
 
     def wait_connected(self, timeout_s: float) -> bool:
-        """Block until connected (for start-up and tests)."""
+        """Block until connected and subscribed (for start-up and tests)."""
         return self._connected.wait(timeout_s)
 
     def publish(self, name: str, payload: bytes, *, retain: bool | None = None) -> None:
@@ -166,20 +168,35 @@ class DeviceLink:
         if getattr(reason, "is_failure", False):
             log.warning("broker refused the connection: %s", reason)
             return
-        for name in SUBSCRIBED_BY_ROLE[self._session.role]:
-            client.subscribe(topic(self._session.device_id, name), qos=BY_NAME[name].qos)
+        names = SUBSCRIBED_BY_ROLE[self._session.role]
+        _, self._subscribe_mid = client.subscribe(
+            [(topic(self._session.device_id, name), BY_NAME[name].qos) for name in names]
+        )
+        # The broker handles one connection's packets in order: by the time anyone sees this
+        # birth, the subscriptions above are in force.
         client.publish(
             topic(self._session.device_id, "status"),
             self._session.status("online"),
             qos=1,
             retain=True,
         )
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: object,
+        properties: object,
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
         if self._was_connected:
             log.info("broker connection restored")
         else:
             log.info("connected to broker %s:%d", self._broker.host, self._broker.port)
         self._was_connected = True
-        self._connected.set()
+        self._connected.set()  # connected *and* subscribed: commands can reach us now
         self._deliver(LinkConnected())
 
     def _on_disconnect(
