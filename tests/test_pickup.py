@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from linli.codes import derive_code
 from locker_controller.core.model import MAX_PULSE_MS
 from locker_controller.keypad import enter_code
 from station.demo import describe, start_station
@@ -147,3 +148,36 @@ def test_describe_names_what_is_simulated_and_how_to_sign_in() -> None:
     assert all(login.login in text for login in LOGINS)
     assert json.dumps(text)  # printable
     assert os.sep in text
+
+
+@pytest.mark.usefixtures("mosquitto_bin")
+def test_no_code_pin_or_password_reaches_a_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every log record of a whole pickup (DEBUG and up, every logger) is free of secrets."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    station = start_station(tmp_path / "station", broker_kind="mosquitto", capture=True)
+    try:
+        keys = station.cloud.app.state.services.keys
+        grant_id, counter = _pickup_grant(station)
+        code = derive_code(keys.code_secret, grant_id, counter)
+        assert run_pickup(station) == 0
+    finally:
+        station.stop()
+    secrets = {code} | {login.secret for login in station.seed.logins}
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert len(caplog.records) > 20  # the pickup was logged at all
+    leaked = sorted(s for s in secrets if s in text)
+    assert leaked == [], f"secrets in logs: {len(leaked)}"
+    assert code not in capsys.readouterr().out
+
+
+def _pickup_grant(station: object) -> tuple[str, int]:
+    store = station.cloud.app.state.services.store  # type: ignore[attr-defined]
+    row = store.read_one(
+        "SELECT id, code_counter FROM grants WHERE purpose = 'pickup' AND status = 'active'"
+    )
+    assert row is not None
+    return str(row["id"]), int(row["code_counter"])
