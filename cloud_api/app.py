@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from cloud_api.accounts.service import AccountService
@@ -68,6 +69,21 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
     async def domain_error(request: Request, exc: CloudError) -> JSONResponse:
         status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 400)
         return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the submitted input: that can be a PIN, and a non-finite
+        # number (a body of `Infinity`) made the echo itself fail with a 500. Say where and why,
+        # never what.
+        errors = [
+            {
+                "loc": [str(part) for part in error.get("loc", ())],
+                "msg": str(error.get("msg", "")),
+                "type": str(error.get("type", "")),
+            }
+            for error in exc.errors()
+        ]
+        return JSONResponse({"error": "invalid_request", "detail": errors}, status_code=422)
 
     @app.get("/healthz")
     def healthz(request: Request) -> dict[str, object]:
