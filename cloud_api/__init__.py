@@ -1,0 +1,1 @@
+"""The cloud: FastAPI app, SQLite store, per-domain services, MQTT bridge (docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""Hardware as data: board definitions and pin maps, validated before any relay moves."""

@@ -1,0 +1,1 @@
+"""Composition root (docs/decisions/0002): the demo, scenarios, embedded brokers, MQTT capture."""

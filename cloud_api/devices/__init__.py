@@ -1,0 +1,1 @@
+"""Devices: ingest of their messages, configuration and commands to them, enrolment."""

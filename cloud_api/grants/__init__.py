@@ -1,0 +1,1 @@
+"""Grants, their derived codes, and the signed grant lists for controllers."""

@@ -1,0 +1,1 @@
+"""Items, reservations and their settlement from device events."""

@@ -1,0 +1,1 @@
+"""The terminal's pure core (valuation rules, weight stability), issue #9. Imports only ``linli``."""
