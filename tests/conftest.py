@@ -86,6 +86,18 @@ def cloud(tmp_path: Path, mosquitto: BrokerInfo) -> Iterator[CloudUnderTest]:
     running.stop()
 
 
+class RecordingPublisher:
+    """The cloud's publisher port (DeviceService's ``Publisher``), recording instead of sending."""
+
+    is_connected = True
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, bytes]] = []
+
+    def publish(self, device_id: str, name: str, payload: bytes) -> None:
+        self.sent.append((device_id, name, payload))
+
+
 LockerFactory = Callable[..., SimulatedLocker]
 
 

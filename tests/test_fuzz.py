@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import CloudUnderTest, require_system
+from conftest import CloudUnderTest, RecordingPublisher, require_system
 from contract_examples import valid_payload
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -75,18 +75,6 @@ def payloads(name: str, keys: CloudKeys) -> st.SearchStrategy[bytes]:
         json_values.map(lambda v: json.dumps(v, allow_nan=True).encode()),
         mutated(valid_payload(name, "locker-a", keys, NOW_MS)),
     )
-
-
-class RecordingPublisher:
-    """The cloud's publisher port, recording instead of sending."""
-
-    is_connected = True
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, bytes]] = []
-
-    def publish(self, device_id: str, name: str, payload: bytes) -> None:
-        self.sent.append((device_id, name, payload))
 
 
 @pytest.fixture(scope="module")

@@ -73,6 +73,7 @@ class DeviceService:
         # Liveness, kept in memory: heartbeats must not churn the store.
         self._heard_mono_ms: dict[str, int] = {}
         self._keepalive_s: dict[str, int] = {}
+        self._silenced: dict[str, int] = {}  # marked lost by the watchdog: keepalive to restore
         self.telemetry: dict[str, dict[str, object]] = {}
         self._logged_refusals: set[tuple[str, str, str]] = set()
 
@@ -130,23 +131,25 @@ class DeviceService:
             log.warning("refused a %s message for device %s: %s", name, device_id, reason)
 
     def _heard(self, device_id: str, name: str) -> None:
-        """Note that a device spoke; a device marked lost by silence is back."""
+        """Note that a device spoke; a device the watchdog marked lost is back.
+
+        Runs for every message, so it touches the store only for a device marked lost.
+        """
         self._heard_mono_ms[device_id] = self._clock.now().mono_ms
         if name == "status":
-            return
+            return  # a birth or a will sets the status itself
         with self._lock:
-            restored = False
-            if device_id in self._keepalive_s:
-                with self._store.write() as db:
-                    restored = bool(
-                        db.execute(
-                            "UPDATE devices SET status = 'online', status_ms = ? WHERE id = ?"
-                            " AND status = 'lost'",
-                            (self._now(), device_id),
-                        ).rowcount
-                    )
-        if restored:
-            log.info("device %s is heard from again", device_id)
+            keepalive_s = self._silenced.pop(device_id, None)
+            if keepalive_s is None:
+                return
+            self._keepalive_s[device_id] = keepalive_s
+            with self._store.write() as db:
+                db.execute(
+                    "UPDATE devices SET status = 'online', status_ms = ? WHERE id = ?"
+                    " AND status = 'lost'",
+                    (self._now(), device_id),
+                )
+        log.info("device %s is heard from again", device_id)
 
     def check_liveness(self) -> list[str]:
         """Mark online devices silent for over 1.5 × keepalive as lost; return them.
@@ -162,13 +165,16 @@ class DeviceService:
         ]
         lost = []
         for device_id in silent:
-            with self._lock, self._store.write() as db:
-                changed = db.execute(
-                    "UPDATE devices SET status = 'lost', status_ms = ? WHERE id = ?"
-                    " AND status = 'online'",
-                    (self._now(), device_id),
-                ).rowcount
-            self._keepalive_s.pop(device_id, None)
+            with self._lock:
+                with self._store.write() as db:
+                    changed = db.execute(
+                        "UPDATE devices SET status = 'lost', status_ms = ? WHERE id = ?"
+                        " AND status = 'online'",
+                        (self._now(), device_id),
+                    ).rowcount
+                keepalive_s = self._keepalive_s.pop(device_id)
+                if changed:
+                    self._silenced[device_id] = keepalive_s
             if changed:
                 lost.append(device_id)
                 log.warning("device %s lost: silent for over 1.5 × keepalive", device_id)
@@ -176,6 +182,7 @@ class DeviceService:
 
     def _on_status(self, status: Status) -> None:
         now = self._now()
+        self._silenced.pop(status.device_id, None)
         if status.state == "online":
             self._keepalive_s[status.device_id] = status.keepalive_s
         else:
