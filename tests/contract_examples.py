@@ -1,6 +1,14 @@
-"""One valid example payload per topic of the contract (used by generated tests)."""
+"""One valid example per topic of the contract: the single source for the generated tests
+(tests/test_contract.py, test_mqtt_contract.py, test_fuzz.py)."""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel
 
 from cloud_api.keys import CloudKeys
 from linli.contract import (
@@ -12,6 +20,7 @@ from linli.contract import (
     ConfigBody,
     ConfigReport,
     Event,
+    Grant,
     State,
     Status,
     Telemetry,
@@ -22,64 +31,94 @@ from linli.contract import (
 BOOT = "0123456789ab"
 
 
+def command_body(device_id: str, now_ms: int, **changes: Any) -> CommandBody:
+    """A valid ``open`` command body, unexpired at ``now_ms``."""
+    fields: dict[str, Any] = {
+        "device_id": device_id,
+        "id": "cmd_1",
+        "seq": 1,
+        "name": "open",
+        "compartment": "A2",
+        "grant_id": "grt_1",
+        "issued_at_ms": now_ms,
+        "expires_at_ms": now_ms + 60_000,
+    }
+    return CommandBody(**(fields | changes))
+
+
+def config_body(device_id: str, now_ms: int) -> ConfigBody:
+    """A valid configuration body with one grant and one revocation."""
+    return ConfigBody(
+        device_id=device_id,
+        version=3,
+        issued_at_ms=now_ms,
+        compartments={"A1": CompartmentPolicy(size="S"), "A2": CompartmentPolicy(size="M")},
+        grants=[
+            Grant(
+                grant_id="grt_1",
+                compartment="A2",
+                purpose="pickup",
+                valid_from_ms=now_ms,
+                valid_until_ms=now_ms + 3_600_000,
+                code_hash="ab" * 32,
+                epoch=4,
+            )
+        ],
+        revoked=["grt_0"],
+    )
+
+
+def _message(model: type[BaseModel], **fields: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(encode(model(**fields)))
+    return data
+
+
+Builder = Callable[[str, Ed25519PrivateKey, str, int], dict[str, Any]]
+
+EXAMPLES: dict[str, Builder] = {
+    "status": lambda d, k, kid, now: _message(
+        Status, device_id=d, state="online", role="locker", boot_id=BOOT, version="0.1.0",
+        keepalive_s=10,
+    ),
+    "state": lambda d, k, kid, now: _message(
+        State,
+        device_id=d,
+        boot_id=BOOT,
+        wall_ms=now,
+        compartments={
+            "A1": CompartmentState(latch="locked", door="closed", occupancy="absent"),
+            "A2": CompartmentState(
+                latch="unlocked", door="open", occupancy="present", needs_attention=True, epoch=2
+            ),
+        },
+    ),
+    "evt": lambda d, k, kid, now: _message(
+        Event, device_id=d, boot_id=BOOT, seq=7, type="door_opened", mono_ms=12_345, wall_ms=now,
+        trust="holdover", compartment="A2", grant_id="grt_1",
+        data={"epoch": 4, "by": "code", "forced": False, "note": None},
+    ),
+    "ack": lambda d, k, kid, now: _message(Ack, device_id=d, boot_id=BOOT, seq=7),
+    "tele": lambda d, k, kid, now: _message(
+        Telemetry, device_id=d, boot_id=BOOT, uptime_s=100, outbox_depth=3, grant_list_age_s=60,
+        cpu_temp_c=48.5, throttled=0,
+    ),
+    "cmd": lambda d, k, kid, now: json.loads(sign_body(k, kid, command_body(d, now))),
+    "res": lambda d, k, kid, now: _message(CommandResult, device_id=d, cmd_id="cmd_1", ok=False, reason="jammed"),
+    "cfg/desired": lambda d, k, kid, now: json.loads(sign_body(k, kid, config_body(d, now))),
+    "cfg/reported": lambda d, k, kid, now: _message(
+        ConfigReport, device_id=d, status="refused", applied_version=2, refused_version=3,
+        reason="stale_time", grants=1,
+    ),
+}  # fmt: skip
+
+
+def example(
+    name: str, device_id: str, key: Ed25519PrivateKey, key_id: str, now_ms: int
+) -> dict[str, Any]:
+    """The example payload of topic ``name`` as a JSON object (signed topics signed with ``key``)."""
+    return EXAMPLES[name](device_id, key, key_id, now_ms)
+
+
 def valid_payload(name: str, device_id: str, keys: CloudKeys, now_ms: int) -> bytes:
-    """A payload that the receiving side of topic ``name`` would accept from ``device_id``."""
-    if name == "status":
-        return encode(
-            Status(
-                device_id=device_id,
-                state="online",
-                role="locker",
-                boot_id=BOOT,
-                version="0.1.0",
-                keepalive_s=10,
-            )
-        )
-    if name == "state":
-        compartment = CompartmentState(latch="locked", door="closed", occupancy="present")
-        return encode(
-            State(
-                device_id=device_id, boot_id=BOOT, compartments={"A1": compartment}, wall_ms=now_ms
-            )
-        )
-    if name == "evt":
-        return encode(
-            Event(
-                device_id=device_id,
-                boot_id=BOOT,
-                seq=1,
-                type="booted",
-                mono_ms=1,
-                wall_ms=now_ms,
-                trust="synced",
-            )
-        )
-    if name == "ack":
-        return encode(Ack(device_id=device_id, boot_id=BOOT, seq=0))
-    if name == "tele":
-        return encode(Telemetry(device_id=device_id, boot_id=BOOT, uptime_s=1, outbox_depth=0))
-    if name == "res":
-        return encode(CommandResult(device_id=device_id, cmd_id="cmd_x", ok=True))
-    if name == "cfg/reported":
-        return encode(ConfigReport(device_id=device_id, status="applied", applied_version=1))
-    if name == "cmd":
-        body = CommandBody(
-            device_id=device_id,
-            id="cmd_example",
-            seq=1,
-            name="open",
-            compartment="A1",
-            issued_at_ms=now_ms,
-            expires_at_ms=now_ms + 60_000,
-        )
-        return sign_body(keys.signing_key, keys.key_id, body)
-    if name == "cfg/desired":
-        body = ConfigBody(
-            device_id=device_id,
-            version=10_000,
-            issued_at_ms=now_ms,
-            compartments={"A1": CompartmentPolicy(size="S")},
-            grants=[],
-        )
-        return sign_body(keys.signing_key, keys.key_id, body)
-    raise KeyError(f"no example for topic {name!r}")
+    """The example as bytes, signed with the cloud's keys: what the receiver would accept."""
+    return json.dumps(example(name, device_id, keys.signing_key, keys.key_id, now_ms)).encode()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import contract_examples as examples
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
@@ -28,21 +29,12 @@ from linli.contract import (
     Ack,
     BadSignature,
     CommandBody,
-    CommandResult,
-    CompartmentPolicy,
-    CompartmentState,
     ConfigBody,
-    ConfigReport,
     ContractError,
     DeviceMismatch,
-    Event,
-    Grant,
     MalformedPayload,
     PayloadTooLarge,
     SignedEnvelope,
-    State,
-    Status,
-    Telemetry,
     TopicSpec,
     UnknownTopic,
     UnsupportedVersion,
@@ -78,98 +70,18 @@ TRUSTED = {KEY_ID: public_key_bytes(SIGNING_KEY)}
 
 
 def command_body(device_id: str = DEVICE, **changes: Any) -> CommandBody:
-    fields: dict[str, Any] = {
-        "device_id": device_id,
-        "id": "cmd_1",
-        "seq": 1,
-        "name": "open",
-        "compartment": "A2",
-        "grant_id": "grt_1",
-        "issued_at_ms": WALL_MS,
-        "expires_at_ms": WALL_MS + 60_000,
-    }
-    return CommandBody(**(fields | changes))
+    return examples.command_body(device_id, WALL_MS, **changes)
 
 
 def config_body(device_id: str = DEVICE) -> ConfigBody:
-    return ConfigBody(
-        device_id=device_id,
-        version=3,
-        issued_at_ms=WALL_MS,
-        compartments={"A1": CompartmentPolicy(size="S"), "A2": CompartmentPolicy(size="M")},
-        grants=[
-            Grant(
-                grant_id="grt_1",
-                compartment="A2",
-                purpose="pickup",
-                valid_from_ms=WALL_MS,
-                valid_until_ms=WALL_MS + 3_600_000,
-                code_hash="ab" * 32,
-                epoch=4,
-            )
-        ],
-        revoked=["grt_0"],
-    )
+    return examples.config_body(device_id, WALL_MS)
 
 
-def _message(model: type[BaseModel], **fields: Any) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(encode(model(**fields)))
-    return data
-
-
-EXAMPLES: dict[str, Callable[[str], dict[str, Any]]] = {
-    "status": lambda d: _message(
-        Status, device_id=d, state="online", role="locker", boot_id=BOOT, version="0.1.0",
-        keepalive_s=10,
-    ),
-    "state": lambda d: _message(
-        State,
-        device_id=d,
-        boot_id=BOOT,
-        wall_ms=WALL_MS,
-        compartments={
-            "A1": CompartmentState(latch="locked", door="closed", occupancy="absent"),
-            "A2": CompartmentState(
-                latch="unlocked", door="open", occupancy="present", needs_attention=True, epoch=2
-            ),
-        },
-    ),
-    "evt": lambda d: _message(
-        Event,
-        device_id=d,
-        boot_id=BOOT,
-        seq=7,
-        type="door_opened",
-        mono_ms=12_345,
-        wall_ms=WALL_MS,
-        trust="holdover",
-        compartment="A2",
-        grant_id="grt_1",
-        data={"epoch": 4, "by": "code", "forced": False, "note": None},
-    ),
-    "ack": lambda d: _message(Ack, device_id=d, boot_id=BOOT, seq=7),
-    "tele": lambda d: _message(
-        Telemetry,
-        device_id=d,
-        boot_id=BOOT,
-        uptime_s=100,
-        outbox_depth=3,
-        grant_list_age_s=60,
-        cpu_temp_c=48.5,
-        throttled=0,
-    ),
-    "cmd": lambda d: json.loads(sign_body(SIGNING_KEY, KEY_ID, command_body(d))),
-    "res": lambda d: _message(CommandResult, device_id=d, cmd_id="cmd_1", ok=False, reason="jammed"),
-    "cfg/desired": lambda d: json.loads(sign_body(SIGNING_KEY, KEY_ID, config_body(d))),
-    "cfg/reported": lambda d: _message(
-        ConfigReport, device_id=d, status="refused", applied_version=2, refused_version=3,
-        reason="stale_time", grants=1,
-    ),
-}  # fmt: skip
+EXAMPLES = examples.EXAMPLES
 
 
 def example(spec: TopicSpec, device_id: str = DEVICE) -> dict[str, Any]:
-    return EXAMPLES[spec.name](device_id)
+    return examples.example(spec.name, device_id, SIGNING_KEY, KEY_ID, WALL_MS)
 
 
 def payload_of(data: object) -> bytes:
