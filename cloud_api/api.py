@@ -47,7 +47,7 @@ def me(person: AnyPerson, svc: ServicesDep) -> dict[str, object]:
         "language": person.language,
     }
     if person.role == "resident":
-        with svc.store.write() as db:  # consistent read of both sums
+        with svc.store.snapshot() as db:  # both sums from one consistent state
             posted, pending = ledger.balances(db, f"mem:{person.id}")
         result |= {"balance": posted, "held": pending, "available": posted - pending}
     return result

@@ -38,6 +38,7 @@ from linli.identity import DeviceIdentity
 from linli.ids import new_boot_id
 from locker_controller.core.decide import decide, trusted_time
 from locker_controller.core.model import (
+    CodeEntered,
     CommandArrived,
     ConfigArrived,
     ControllerState,
@@ -182,8 +183,6 @@ class LockerDaemon:
 
     def submit_code(self, code: str, channel: str, timeout_s: float = 10.0) -> ShowMessage | None:
         """Enter a code as a resident would; wait for what the resident would be told."""
-        from locker_controller.core.model import CodeEntered
-
         answer: queue.Queue[ShowMessage | None] = queue.Queue(maxsize=1)
         self._inbox.put(_CodeRequest(CodeEntered(channel, code), answer.put))
         try:
@@ -245,9 +244,11 @@ class LockerDaemon:
         reply: Callable[[ShowMessage | None], None] | None = None
         if isinstance(item, _CodeRequest):
             reply, item = item.reply, item.event
-        state, outputs = decide(self._state, item, self._clock.now())  # type: ignore[arg-type]
+        previous = self._state
+        state, outputs = decide(previous, item, self._clock.now())  # type: ignore[arg-type]
         self._state = state
-        self._store.save(to_document(state))
+        if state is not previous:  # handlers return the same object when nothing changed
+            self._store.save(to_document(state))
         shown = self._execute(outputs)
         if reply is not None:
             reply(shown)

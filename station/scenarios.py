@@ -168,12 +168,9 @@ def run_pickup(station: Station) -> int:
     stored = _wait(
         "the cloud to store the refusal",
         lambda: (
-            [
-                e
-                for e in maintainer.call("GET", f"/api/v1/devices/{device_id}/events")
-                if e["type"] == "code_refused"
-            ]
-            and maintainer.call("GET", f"/api/v1/devices/{device_id}/events")
+            (events := maintainer.call("GET", f"/api/v1/devices/{device_id}/events"))
+            and any(e["type"] == "code_refused" for e in events)
+            and events
         ),
         10,
     )
