@@ -13,7 +13,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hardware.capabilities import GPIO_CAPABILITIES, Capabilities
 from linli.contract.models import Size
+
+__all__ = [
+    "BOARDS",
+    "BoardDefinitionError",
+    "Capabilities",
+    "GpioBoard",
+    "GpioCompartment",
+    "board_by_name",
+    "validate",
+]
 
 BOOT_PULL_UP_PINS = frozenset(range(0, 9))
 VALID_BCM_PINS = frozenset(range(2, 28))  # 0 and 1 are the HAT EEPROM's I2C pins
@@ -21,16 +32,6 @@ VALID_BCM_PINS = frozenset(range(2, 28))  # 0 and 1 are the HAT EEPROM's I2C pin
 
 class BoardDefinitionError(ValueError):
     """A pin map that must not drive real relays."""
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a board can sense and do (alarms are defined per capability)."""
-
-    has_door_sensor: bool
-    has_latch_feedback: bool
-    has_item_sensor: bool
-    can_time_pulse: bool
 
 
 @dataclass(frozen=True)
@@ -97,16 +98,12 @@ def validate(board: GpioBoard) -> None:
             )
 
 
-_GPIO_CAPS = Capabilities(
-    has_door_sensor=True, has_latch_feedback=False, has_item_sensor=True, can_time_pulse=False
-)
-
 BOARDS: dict[str, GpioBoard] = {
     # Four compartments on one relay HAT (active-high relays on pins pulled down at boot),
     # reed switches and IR presence sensors. Used by the demo and tests.
     "gpio-4": GpioBoard(
         name="gpio-4",
-        capabilities=_GPIO_CAPS,
+        capabilities=GPIO_CAPABILITIES,
         compartments=(
             GpioCompartment("A1", "S", relay_pin=17, relay_active_high=True, door_pin=5, presence_pin=12),
             GpioCompartment("A2", "M", relay_pin=27, relay_active_high=True, door_pin=6, presence_pin=13),

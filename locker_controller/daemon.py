@@ -7,7 +7,10 @@ Order of effects for every input (system.md, "Non-negotiables"):
 3. outputs run in order: events are committed to the outbox before the latch command that follows
    them, then published; a pulse is carried out by the lock bus, bounded.
 
-At start-up every latch output is switched off before anything else; at stop, again.
+At start-up every latch output is switched off before anything else; at stop, again. The core
+thread wakes at least every ``TICK_S`` and exactly at the core's next deadline (debounce, pulse
+bound, ajar, pulse window), and polls the lock bus every ``BUS_POLL_MS`` (a missed edge, an
+output stuck on, a board that stopped answering).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from linli import __version__
 from linli.clock import Clock, SystemClock
@@ -36,8 +38,9 @@ from linli.contract import (
 )
 from linli.identity import DeviceIdentity
 from linli.ids import new_boot_id
-from locker_controller.core.decide import decide, trusted_time
+from locker_controller.core.decide import decide, next_deadline, trusted_time
 from locker_controller.core.model import (
+    BusReadFailed,
     CodeEntered,
     CommandArrived,
     ConfigArrived,
@@ -47,13 +50,16 @@ from locker_controller.core.model import (
     Output,
     PublishState,
     PulseLatch,
+    ReadBus,
     RecordEvent,
     ReplyToCommand,
     ReportConfig,
     ShowMessage,
+    SwitchAllOff,
     Ticked,
 )
 from locker_controller.core.persist import from_document, to_document
+from locker_controller.core.table import lock_word
 from locker_controller.link import (
     BrokerAddress,
     DeviceLink,
@@ -61,6 +67,7 @@ from locker_controller.link import (
     LinkConnected,
     LinkMessage,
 )
+from locker_controller.lockbus import LockBus, LockBusError
 from locker_controller.outbox import Outbox
 from locker_controller.statestore import StateStore
 
@@ -69,26 +76,7 @@ log = logging.getLogger(__name__)
 TICK_S = 0.25
 RESEND_AFTER_MS = 5_000
 TELEMETRY_EVERY_MS = 30_000
-
-
-class LockBus(Protocol):
-    """What the controller needs of the latches and sensors (GPIO now, RS485 boards later)."""
-
-    def pulse(self, compartment: str, pulse_ms: int) -> None:
-        """Energize one latch for a bounded time."""
-        ...
-
-    def all_off(self) -> None:
-        """Switch every latch output off."""
-        ...
-
-    def read_inputs(self) -> list[Input]:
-        """Current sensor levels as core inputs."""
-        ...
-
-    def close(self) -> None:
-        """Outputs off, release the hardware."""
-        ...
+BUS_POLL_MS = 1_000
 
 
 @dataclass(frozen=True)
@@ -137,11 +125,14 @@ class LockerDaemon:
             cloud_keys=dict(identity.cloud_keys),
             code_hash_key=identity.code_hash_key,
         )
-        self._state = from_document(core_identity, compartment_names, self._store.load())
+        self._state = from_document(
+            core_identity, compartment_names, self._store.load(), self._bus.capabilities
+        )
         self._seq = 0
         self._started_mono_ms = self._clock.now().mono_ms
         self._last_resend_ms = 0
         self._last_tele_ms = 0
+        self._last_poll_ms = 0
         # Telemetry doubles as the heartbeat the cloud's liveness watchdog listens for.
         self._telemetry_every_ms = telemetry_every_ms or min(TELEMETRY_EVERY_MS, keepalive_s * 500)
         self._link = DeviceLink(
@@ -170,8 +161,7 @@ class LockerDaemon:
 
     def start(self) -> None:
         """Read the sensors, record the boot, connect, start the core thread."""
-        for event in self._bus.read_inputs():
-            self._inbox.put(event)
+        self._inbox.put(self._read_bus())
         self._execute([RecordEvent("booted", data={"version": __version__})])
         self._thread.start()
         self._link.start()
@@ -211,10 +201,22 @@ class LockerDaemon:
 
     # --- the core thread -------------------------------------------------------------------
 
+    def _read_bus(self) -> Input:
+        try:
+            return self._bus.read_all()
+        except LockBusError as exc:
+            return BusReadFailed(str(exc)[:64] or type(exc).__name__)
+
+    def _wait_s(self) -> float:
+        deadline = next_deadline(self._state)
+        if deadline is None:
+            return TICK_S
+        return max(0.0, min(TICK_S, (deadline - self._clock.now().mono_ms) / 1000))
+
     def _run(self) -> None:
         while True:
             try:
-                item = self._inbox.get(timeout=TICK_S)
+                item = self._inbox.get(timeout=self._wait_s())
             except queue.Empty:
                 item = Ticked()
             if isinstance(item, _Stop):
@@ -271,7 +273,12 @@ class LockerDaemon:
             if isinstance(output, RecordEvent):
                 self._record(output)
             elif isinstance(output, PulseLatch):
-                self._bus.pulse(output.compartment, output.pulse_ms)
+                self._bus.unlock(output.compartment, output.pulse_ms)
+            elif isinstance(output, SwitchAllOff):
+                self._bus.all_off()
+                log.error("a latch output was on past its bound: every output switched off")
+            elif isinstance(output, ReadBus):
+                self._inbox.put(self._read_bus())
             elif isinstance(output, ReplyToCommand):
                 result = CommandResult(
                     device_id=self.device_id,
@@ -332,6 +339,8 @@ class LockerDaemon:
                     occupancy=c.occupancy,
                     needs_attention=c.needs_attention,
                     epoch=c.epoch,
+                    lock=lock_word(c),
+                    attention=c.attention,
                 )
                 for c in self._state.compartments.values()
             },
@@ -350,14 +359,20 @@ class LockerDaemon:
 
     def _periodic(self) -> None:
         now = self._clock.now().mono_ms
+        deadline = next_deadline(self._state)
+        if deadline is not None and deadline <= now:  # a busy inbox must not delay a deadline
+            self._handle(Ticked())
+        if now - self._last_poll_ms >= BUS_POLL_MS:
+            self._last_poll_ms = now
+            self._handle(self._read_bus())
         if now - self._last_resend_ms >= RESEND_AFTER_MS:
             self._last_resend_ms = now
             self._resend(everything=False)
         if now - self._last_tele_ms >= self._telemetry_every_ms and self._link.is_connected:
             self._last_tele_ms = now
             age_s = None
+            wall_ms, trust = trusted_time(self._state, self._clock.now())
             if self._state.cfg_issued_at_ms:
-                wall_ms, _ = trusted_time(self._state, self._clock.now())
                 age_s = max(0, (wall_ms - self._state.cfg_issued_at_ms) // 1000)
             tele = Telemetry(
                 device_id=self.device_id,
@@ -367,5 +382,6 @@ class LockerDaemon:
                 grant_list_age_s=age_s,
                 cfg_version=self._state.cfg_version,
                 refused_inputs=self._state.refused_inputs,
+                clock_trust=trust,
             )
             self._link.publish("tele", encode(tele))

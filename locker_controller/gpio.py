@@ -13,7 +13,7 @@ or gpiozero's ``MockFactory`` when simulation is configured, and never falls bac
 Example:
     >>> factory = MockFactory()
     >>> bus = GpioLockBus(board_by_name("gpio-4"), factory, on_input=inbox.put)
-    >>> bus.pulse("A1", 500)
+    >>> bus.unlock("A1", 500)
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ from collections.abc import Callable
 from gpiozero import Button, DigitalInputDevice, DigitalOutputDevice
 from gpiozero.pins import Factory
 
+from hardware.capabilities import Capabilities
 from hardware.gpio import GpioBoard
 from locker_controller.core.model import (
     MAX_PULSE_MS,
+    BusRead,
+    CompartmentReading,
     DoorSensed,
     Input,
     OccupancySensed,
@@ -81,16 +84,24 @@ class GpioLockBus:
     def _presence_handler(self, name: str, *, is_present: bool) -> Callable[[], None]:
         return lambda: self._on_input(OccupancySensed(name, is_present=is_present))
 
-    def read_inputs(self) -> list[Input]:
-        """The current level of every sensor, as inputs for the core (used at start-up)."""
-        inputs: list[Input] = []
-        for name, door in self._doors.items():
-            inputs.append(DoorSensed(name, is_open=not door.is_pressed))
-        for name, sensor in self._presence.items():
-            inputs.append(OccupancySensed(name, is_present=bool(sensor.is_active)))
-        return inputs
+    @property
+    def capabilities(self) -> Capabilities:
+        """Door reed switch and presence sensor, no latch feedback, software-timed pulses."""
+        return self._board.capabilities
 
-    def pulse(self, compartment: str, pulse_ms: int) -> None:
+    def read_all(self) -> BusRead:
+        """Every door, presence sensor and relay output as it is now (GPIO reads cannot fail)."""
+        readings: dict[str, CompartmentReading] = {}
+        for name, door in self._doors.items():
+            sensor = self._presence.get(name)
+            readings[name] = CompartmentReading(
+                door_open=not door.is_pressed,
+                item_present=bool(sensor.is_active) if sensor is not None else None,
+                is_energized=bool(self._relays[name].value),
+            )
+        return BusRead(readings)
+
+    def unlock(self, compartment: str, pulse_ms: int) -> None:
         """Energize one latch for at most ``MAX_PULSE_MS``; a timer switches it off."""
         duration_ms = max(0, min(pulse_ms, MAX_PULSE_MS))
         with self._lock:

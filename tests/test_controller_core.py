@@ -38,8 +38,11 @@ from linli.contract.models import GrantPurpose
 from locker_controller.core.decide import HANDLERS, decide, trusted_time
 from locker_controller.core.model import (
     COOLDOWN_MS,
+    DOOR_DEBOUNCE_MS,
     DOOR_OPEN_AFTER_PULSE_MS,
+    ENERGIZED_MS_PER_MINUTE,
     HOLDOVER_FOR_MS,
+    ITEM_DEBOUNCE_MS,
     MAX_PULSE_MS,
     PULSE_RETRY_WINDOW_MS,
     REPLAY_WINDOW,
@@ -180,27 +183,54 @@ def tampered(payload: bytes, **changes: object) -> bytes:
 
 
 class Rig:
-    """A controller state driven through ``decide`` by a fake clock."""
+    """A controller state driven through ``decide`` by a fake clock, with a lock bus that ends
+    each pulse on time (as the GPIO adapter's timer does) when the clock passes its end."""
 
     def __init__(self, state: ControllerState, clock: FakeClock) -> None:
         self.state = state
         self.clock = clock
+        self.pulse_ends: list[tuple[int, str]] = []
+        self.background: list[Output] = []
 
     def feed(self, event: Input) -> list[Output]:
         self.state, outputs = decide(self.state, event, self.clock.now())
+        now = self.clock.now().mono_ms
+        for output in outputs:
+            if isinstance(output, PulseLatch):
+                self.pulse_ends.append((now + output.pulse_ms, output.compartment))
         return outputs
+
+    def advance(self, ms: int) -> None:
+        target = self.clock.now().mono_ms + ms
+        while self.pulse_ends and min(self.pulse_ends)[0] <= target:
+            end = min(self.pulse_ends)
+            self.pulse_ends.remove(end)
+            self.clock.advance(max(0, end[0] - self.clock.now().mono_ms))
+            self.background += self.feed(PulseEnded(end[1]))
+        self.clock.advance(target - self.clock.now().mono_ms)
 
     def code(self, code: str = CODE) -> list[Output]:
         return self.feed(CodeEntered(CHANNEL, code))
 
-    def advance(self, ms: int) -> None:
-        self.clock.advance(ms)
-
     def door(self, compartment: str, *, is_open: bool) -> list[Output]:
-        return self.feed(DoorSensed(compartment, is_open=is_open))
+        """A door reading that holds past the debounce (and the tick that settles it)."""
+        outputs = self.feed(DoorSensed(compartment, is_open=is_open))
+        self.advance(DOOR_DEBOUNCE_MS)
+        return outputs + self.feed(Ticked())
+
+    def item(self, compartment: str, *, is_present: bool) -> list[Output]:
+        """An item reading that holds past the debounce (and the tick that settles it)."""
+        outputs = self.feed(OccupancySensed(compartment, is_present=is_present))
+        self.advance(ITEM_DEBOUNCE_MS)
+        return outputs + self.feed(Ticked())
 
 
 def pulses(outputs: Sequence[Output]) -> list[PulseLatch]:
+    """The pulses among ``outputs``, without their authorization token (checked on its own)."""
+    return [replace(o, authorized_by="") for o in outputs if isinstance(o, PulseLatch)]
+
+
+def _pulses_with_tokens(outputs: Sequence[Output]) -> list[PulseLatch]:
     return [o for o in outputs if isinstance(o, PulseLatch)]
 
 
@@ -290,7 +320,7 @@ def test_an_accepted_code_records_the_pulse_before_moving_the_latch(
     assert outputs[1] == RecordEvent(
         "latch_pulsed", compartment="A1", grant_id="grt_g1", data={"pulse_ms": 500}
     )
-    assert outputs[2] == PulseLatch("A1", 500)
+    assert outputs[2] == PulseLatch("A1", 500, authorized_by="grt_g1#1")
     assert pulses(outputs) == [PulseLatch("A1", 500)]
     assert ShowMessage(CHANNEL, "code.accepted", {"compartment": "A1"}) in outputs
     assert PublishState() in outputs
@@ -400,7 +430,7 @@ CODE_CASES = [
     ),
     CodeCase(
         "out_of_service",
-        lambda c: _rig(c, make_grant(), A1=Compartment("A1", door="closed", needs_attention=True)),
+        lambda c: _rig(c, make_grant(), A1=Compartment("A1", door="closed", attention="jammed")),
         "out_of_service",
     ),
     CodeCase(
@@ -464,7 +494,7 @@ def test_expiry_is_checked_against_trusted_time_not_a_stale_clock(fake_clock: Fa
 
 @pytest.mark.parametrize(
     ("configured_ms", "expected_ms"),
-    [(300, 300), (MAX_PULSE_MS, MAX_PULSE_MS), (5_000, MAX_PULSE_MS)],
+    [(300, 300), (1_500, 1_500), (MAX_PULSE_MS, 1_500), (5_000, 1_500)],
 )
 def test_a_pulse_never_exceeds_the_bound(
     configured_ms: int, expected_ms: int, fake_clock: FakeClock
@@ -475,10 +505,12 @@ def test_a_pulse_never_exceeds_the_bound(
 
     by_code = rig.code()
     assert pulses(by_code) == [PulseLatch("A1", expected_ms)]
+    assert _pulses_with_tokens(by_code)[0].authorized_by == "grt_g1#1"
     assert records(by_code, "latch_pulsed")[0].data["pulse_ms"] == expected_ms
 
     by_command = rig.feed(CommandArrived(command(1, compartment="A2")))
     assert pulses(by_command) == [PulseLatch("A2", expected_ms)]
+    assert _pulses_with_tokens(by_command)[0].authorized_by == "cmd:cmd-1:A2"
     assert records(by_command, "latch_pulsed")[0].data["pulse_ms"] == expected_ms
 
 
@@ -497,6 +529,7 @@ def test_a_door_opened_by_a_pulse_consumes_its_grant(fake_clock: FakeClock) -> N
     ]
     assert rig.state.uses["grt_g1"].is_consumed
     assert rig.state.compartments["A1"].door == "open"
+    rig.item("A1", is_present=False)  # the resident takes the item
     closed = rig.door("A1", is_open=False)
     assert records(closed) == [
         RecordEvent("door_closed", compartment="A1", grant_id="grt_g1", data={"epoch": 0})
@@ -510,7 +543,8 @@ def test_a_door_opened_too_long_after_the_pulse_is_not_attributed(fake_clock: Fa
     outputs = rig.door("A1", is_open=True)
 
     assert records(outputs) == [
-        RecordEvent("door_opened", compartment="A1", grant_id=None, reason="not_unlocked")
+        RecordEvent("door_opened", compartment="A1", grant_id=None, reason="not_unlocked"),
+        RecordEvent("alarm", compartment="A1", reason="door_forced", data={"occupancy": "present"}),
     ]
     assert not rig.state.uses["grt_g1"].is_consumed
 
@@ -519,7 +553,8 @@ def test_a_door_opened_without_a_pulse_is_not_unlocked(fake_clock: FakeClock) ->
     rig = _rig(fake_clock, make_grant())
     outputs = rig.door("A1", is_open=True)
     assert records(outputs) == [
-        RecordEvent("door_opened", compartment="A1", grant_id=None, reason="not_unlocked")
+        RecordEvent("door_opened", compartment="A1", grant_id=None, reason="not_unlocked"),
+        RecordEvent("alarm", compartment="A1", reason="door_forced", data={"occupancy": "present"}),
     ]
     assert records(outputs, "grant_consumed") == []
     assert rig.state.uses == {}
@@ -539,7 +574,8 @@ def test_a_door_reopened_after_closing_without_a_new_pulse_is_not_unlocked(
     rig.advance(1_000)  # still well within DOOR_OPEN_AFTER_PULSE_MS of the pulse
     outputs = rig.door("A1", is_open=True)
     assert records(outputs) == [
-        RecordEvent("door_opened", compartment="A1", grant_id=None, reason="not_unlocked")
+        RecordEvent("door_opened", compartment="A1", grant_id=None, reason="not_unlocked"),
+        RecordEvent("alarm", compartment="A1", reason="door_forced", data={"occupancy": "present"}),
     ]
 
 
@@ -597,14 +633,14 @@ def test_occupancy_changes_are_recorded_against_the_grant_that_opened(
     rig = _rig(fake_clock, make_grant())
     rig.code()
     rig.door("A1", is_open=True)
-    outputs = rig.feed(OccupancySensed("A1", is_present=False))
+    outputs = rig.item("A1", is_present=False)
     assert records(outputs) == [
         RecordEvent(
             "occupancy_changed", compartment="A1", grant_id="grt_g1", data={"occupancy": "absent"}
         )
     ]
     first = _rig(fake_clock, A1=Compartment("A1"))
-    assert first.feed(OccupancySensed("A1", is_present=True)) == [PublishState()]
+    assert first.item("A1", is_present=True) == [PublishState()]
 
 
 def test_pulse_ended_relocks(fake_clock: FakeClock) -> None:
@@ -630,7 +666,9 @@ def test_an_accepted_open_pulses_once_and_replies(fake_clock: FakeClock) -> None
     assert pulsed == RecordEvent(
         "latch_pulsed", compartment="A3", cmd_id="cmd-7", data={"pulse_ms": 500}
     )
-    assert outputs.index(pulsed) < outputs.index(PulseLatch("A3", 500))
+    assert outputs.index(pulsed) < outputs.index(
+        PulseLatch("A3", 500, authorized_by="cmd:cmd-7:A3")
+    )
     as_contract_event(pulsed)
     assert rig.state.window.highest == 7
 
@@ -767,7 +805,7 @@ def test_a_door_opened_by_a_plain_service_command_names_no_grant(fake_clock: Fak
     rig = _rig(fake_clock, make_grant())
     rig.feed(CommandArrived(command(1)))
     outputs = rig.door("A1", is_open=True)
-    assert records(outputs) == [RecordEvent("door_opened", compartment="A1")]
+    assert records(outputs) == [RecordEvent("door_opened", compartment="A1", cmd_id="cmd-1")]
     assert rig.state.uses == {}
 
 
@@ -1068,8 +1106,12 @@ class Controller:
         self.clock = FakeClock(wall_ms=self.clock.now().wall_ms + 10_000, mono_ms=0)
 
     def deliver(self, payload: bytes) -> list[Output]:
-        self.clock.advance(COOLDOWN_MS + 1)
+        # Spaced so neither the cool-down nor the per-minute energize cap refuses a valid command.
+        self.clock.advance(ENERGIZED_MS_PER_MINUTE // 500 * 1_000)
         self.state, outputs = decide(self.state, CommandArrived(payload), self.clock.now())
+        for pulse in (o for o in outputs if isinstance(o, PulseLatch)):
+            self.clock.advance(pulse.pulse_ms)  # the bus's timer ends the pulse
+            self.state, _ = decide(self.state, PulseEnded(pulse.compartment), self.clock.now())
         return outputs
 
 

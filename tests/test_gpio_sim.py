@@ -26,7 +26,13 @@ from hardware.gpio import (
     board_by_name,
     validate,
 )
-from locker_controller.core.model import DoorSensed, Input, OccupancySensed, PulseEnded
+from locker_controller.core.model import (
+    CompartmentReading,
+    DoorSensed,
+    Input,
+    OccupancySensed,
+    PulseEnded,
+)
 from locker_controller.gpio import GpioLockBus
 from locker_controller.sim import LockerSimulator, ObservablePin, simulation_factory
 
@@ -138,7 +144,7 @@ def test_a_pulse_energizes_then_ends_by_itself(
 ) -> None:
     sim = LockerSimulator(GPIO4, factory)
     edges = Edges(factory, 27)
-    bus.pulse("A2", 80)
+    bus.unlock("A2", 80)
     assert bus.energized() == ["A2"]
     assert sim.is_energized("A2")
 
@@ -155,7 +161,7 @@ def test_a_pulse_never_outlasts_the_bound(
 ) -> None:
     monkeypatch.setattr(gpio_module, "MAX_PULSE_MS", 100)  # the real bound is 2 s: keep it quick
     edges = Edges(factory, 17)
-    bus.pulse("A1", 60_000)
+    bus.unlock("A1", 60_000)
     wait_until(lambda: bus.energized() == [])
     inbox.wait_for(PulseEnded("A1"))
     (on_at, _), (off_at, _) = edges.levels
@@ -166,12 +172,12 @@ def test_all_off_cancels_a_running_pulse(
     factory: MockFactory, bus: GpioLockBus, inbox: Inbox
 ) -> None:
     a1 = Edges(factory, 17)
-    bus.pulse("A1", 300)
+    bus.unlock("A1", 300)
     bus.all_off()
     assert bus.energized() == []
     assert not factory.pin(17).state
     # A2's pulse outlasts A1's would-be timer: once A2 ended, A1's timer would have fired.
-    bus.pulse("A2", 400)
+    bus.unlock("A2", 400)
     inbox.wait_for(PulseEnded("A2"))
     assert PulseEnded("A1") not in inbox.seen + inbox.drain()
     assert [level for _, level in a1.levels] == [True, False]
@@ -179,7 +185,7 @@ def test_all_off_cancels_a_running_pulse(
 
 def test_close_switches_off_and_releases_every_pin(factory: MockFactory, inbox: Inbox) -> None:
     first = GpioLockBus(GPIO4, factory, on_input=inbox.put)
-    first.pulse("A3", 2_000)
+    first.unlock("A3", 2_000)
     with pytest.raises(GPIOPinInUse):
         GpioLockBus(GPIO4, factory, on_input=inbox.put)
     first.close()
@@ -230,13 +236,14 @@ def test_the_bus_reads_the_simulated_sensors(
     station: tuple[LockerSimulator, GpioLockBus],
 ) -> None:
     _, bus = station
-    inputs = bus.read_inputs()
-    assert [i for i in inputs if isinstance(i, DoorSensed)] == [
-        DoorSensed(name, is_open=False) for name in ("A1", "A2", "A3", "A4")
-    ]
-    assert [i for i in inputs if isinstance(i, OccupancySensed)] == [
-        OccupancySensed(name, is_present=name == "A2") for name in ("A1", "A2", "A3", "A4")
-    ]
+    reading = bus.read_all()
+    assert reading.compartments == {
+        name: CompartmentReading(door_open=False, item_present=name == "A2", is_energized=False)
+        for name in ("A1", "A2", "A3", "A4")
+    }
+    assert bus.capabilities.has_door_sensor and not bus.capabilities.has_latch_feedback
+    bus.unlock("A3", 1_000)
+    assert bus.read_all().compartments["A3"].is_energized is True
 
 
 def test_a_door_opens_only_after_its_latch_was_pulsed(
@@ -248,7 +255,7 @@ def test_a_door_opens_only_after_its_latch_was_pulsed(
     assert sim.pulses("A2") == 0
     assert inbox.drain() == []
 
-    bus.pulse("A2", 30)
+    bus.unlock("A2", 30)
     inbox.wait_for(PulseEnded("A2"))
     assert sim.pulses("A2") == 1
     assert sim.open_door("A1") is False  # only the pulsed latch released
@@ -261,7 +268,7 @@ def test_a_door_opens_only_after_its_latch_was_pulsed(
 
     assert sim.open_door("A2") is False  # the latch caught the door again
     assert sim.put_item("A2") is False
-    assert bus.read_inputs()[1] == DoorSensed("A2", is_open=False)
+    assert bus.read_all().compartments["A2"].door_open is False
 
 
 def test_pulses_are_counted_from_the_relay_edges(
@@ -269,7 +276,7 @@ def test_pulses_are_counted_from_the_relay_edges(
 ) -> None:
     sim, bus = station
     for n in (1, 2):
-        bus.pulse("A4", 20)
+        bus.unlock("A4", 20)
         inbox.wait_for(PulseEnded("A4"))
         assert sim.pulses("A4") == n
     assert [sim.pulses(name) for name in ("A1", "A2", "A3")] == [0, 0, 0]

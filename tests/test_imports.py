@@ -3,7 +3,8 @@
 The walk is transitive over first-party modules (a core importing ``linli.contract`` is checked
 through ``linli.contract``'s own imports). ``linli`` may import only the standard library (minus
 I/O modules), pydantic and cryptography; a ``core/`` package may import those, ``linli`` and its
-own core package — never its daemon's adapters.
+own core package and ``hardware`` (board definitions as data, itself held to the same rule) —
+never its daemon's adapters.
 """
 
 from __future__ import annotations
@@ -135,10 +136,14 @@ def test_linli_imports_no_io_library() -> None:
     assert violations(_modules_under(ROOT / "linli"), ("linli",)) == []
 
 
+def test_hardware_data_imports_no_io_library() -> None:
+    assert violations(_modules_under(ROOT / "hardware"), ("linli", "hardware")) == []
+
+
 @pytest.mark.parametrize("core", CORE_DIRS, ids=lambda p: f"{p.parent.name}.core")
 def test_core_imports_no_io_library(core: Path) -> None:
     own = ".".join(core.relative_to(ROOT).parts)
-    assert violations(_modules_under(core), ("linli", own)) == []
+    assert violations(_modules_under(core), ("linli", "hardware", own)) == []
 
 
 def test_the_walker_catches_a_transitive_io_import(tmp_path: Path) -> None:

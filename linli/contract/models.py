@@ -42,8 +42,26 @@ EventType = Literal[
     "door_closed",
     "occupancy_changed",
     "grant_consumed",
+    "unlock_unanswered",
+    "alarm",
+    "alarm_cleared",
 ]
-CommandName = Literal["open", "publish_state"]
+CommandName = Literal["open", "open_all", "clear_attention", "publish_state"]
+LockWord = Literal["locked", "unlocking", "unlocked", "open", "jammed", "unknown"]
+"""Home Assistant's lock vocabulary, derived from the three axes for display only."""
+AlarmReason = Literal[
+    "door_forced",
+    "door_ajar",
+    "jammed",
+    "output_forced_off",
+    "latch_fault",
+    "bus_unreachable",
+    "dropoff_empty",
+    "item_left_behind",
+    "occupancy_unexplained",
+    "impossible_transition",
+]
+"""Reasons of ``alarm`` events (docs/contract.md, "Alarms")."""
 
 
 class Message(BaseModel):
@@ -78,6 +96,10 @@ class CompartmentState(BaseModel):
     occupancy: Occupancy
     needs_attention: bool = False
     epoch: Annotated[int, Field(ge=0)] = 0
+    lock: LockWord = "unknown"
+    """Derived for display (Home Assistant's words); decisions use the axes."""
+    attention: Reason | None = None
+    """Why ``needs_attention`` is set (an alarm reason), until a maintainer clears it."""
 
 
 class State(Message):
@@ -126,6 +148,7 @@ class Telemetry(Message):
     grant_list_age_s: int | None = None
     cfg_version: Annotated[int, Field(ge=0)] = 0
     refused_inputs: Annotated[int, Field(ge=0)] = 0
+    clock_trust: Trust | None = None
     cpu_temp_c: float | None = None
     throttled: int | None = None
 
@@ -189,7 +212,9 @@ class CompartmentPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     size: Size
-    pulse_ms: Annotated[int, Field(ge=50, le=2000)] = 500
+    pulse_ms: Annotated[int, Field(ge=50, le=1500)] = 500
+    """The controller forces any output off at 2000 ms whatever happens (``MAX_PULSE_MS``);
+    configured pulses stay below it so the board's own timer always ends them first."""
 
 
 class ConfigBody(Message):

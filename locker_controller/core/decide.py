@@ -1,16 +1,21 @@
 """The controller's pure core: ``decide(state, event, now) -> (state, outputs)``.
 
 One thread calls :func:`decide` for every input, in order. It performs no I/O and reads no clock:
-``now`` is passed in. Dispatch is a table from input type to handler (:data:`HANDLERS`), so a test
-can check that every input type is handled.
+``now`` is passed in. Two tables drive it, both data: :data:`HANDLERS` maps each input type to the
+handler that turns it into compartment *stimuli* (a debounced door change, a pulse to start, a
+deadline that passed), and :data:`~locker_controller.core.table.TABLE` maps each (phase,
+stimulus) pair of a compartment to its transition or declares it impossible. The daemon wakes the
+core at :func:`next_deadline` so debounce, pulse bounds, ajar and window deadlines are met on time.
 
 Safety rules enforced here (system.md, "Non-negotiables"):
 - a latch pulses only for a valid, unexpired, unconsumed grant of that compartment and content
   epoch, or for a signed, unexpired, not-yet-seen command addressed to this device;
 - a grant pulses at most :data:`MAX_PULSES_PER_GRANT` times, the second within
   :data:`PULSE_RETRY_WINDOW_MS`, and is consumed by the first door opening it caused;
-- a compartment never pulses twice within :data:`COOLDOWN_MS`; a pulse never exceeds
-  :data:`MAX_PULSE_MS`;
+- a compartment never pulses twice within :data:`COOLDOWN_MS`, nor past
+  :data:`ENERGIZED_MS_PER_MINUTE`; an output still on at :data:`MAX_PULSE_MS` is forced off and
+  alarmed; "open all" pulses one latch at a time;
+- an unanswered unlock is never retried: the core asks for a reading and the reading decides;
 - durable state (uses, replay window, time floor) changes before the pulse is emitted, and the
   adapter persists it before carrying out any output.
 """
@@ -28,16 +33,29 @@ from linli.clock import Now
 from linli.codes import hash_code, normalize_code
 from linli.contract.envelope import verify_envelope
 from linli.contract.errors import ContractError
-from linli.contract.models import CommandBody, ConfigBody, Door, Grant, Occupancy, Trust
+from linli.contract.models import CommandBody, ConfigBody, Grant, Trust
 from linli.contract.topics import decode_json
+from locker_controller.core.compartment import (
+    Authorization,
+    apply,
+    apply_pulse,
+    pulse_refusal,
+    set_compartment,
+)
 from locker_controller.core.model import (
-    COOLDOWN_MS,
+    AJAR_AFTER_MS,
+    DOOR_DEBOUNCE_MS,
     DOOR_OPEN_AFTER_PULSE_MS,
+    FLOOR_EVERY_MS,
     HOLDOVER_FOR_MS,
+    ITEM_DEBOUNCE_MS,
     MAX_PULSE_MS,
     MAX_PULSES_PER_GRANT,
     PULSE_RETRY_WINDOW_MS,
     SYNCED_FOR_MS,
+    UNREACHABLE_AFTER_FAILURES,
+    BusRead,
+    BusReadFailed,
     CodeEntered,
     CommandArrived,
     Compartment,
@@ -50,16 +68,18 @@ from locker_controller.core.model import (
     Output,
     PublishState,
     PulseEnded,
-    PulseLatch,
+    ReadBus,
     RecordEvent,
     ReplyToCommand,
     ReportConfig,
     ShowMessage,
     Ticked,
     TimeState,
+    UnlockUnanswered,
 )
 
 Result = tuple[ControllerState, list[Output]]
+RESYNC_TOLERANCE_MS = 5_000
 
 
 # --- time -----------------------------------------------------------------------------------
@@ -70,9 +90,9 @@ def trusted_time(state: ControllerState, now: Now) -> tuple[int, Trust]:
 
     Every source is a lower bound the controller can only move forward: the wall clock (NTP or
     RTC, possibly stale after a power cut), signed cloud time learned this boot and carried by the
-    monotonic clock, and the persisted floor. The estimate is their maximum, so a stale clock
-    cannot make an expired grant valid. The label is ``synced`` for an hour after fresh signed
-    time, ``holdover`` for a week, else ``untrusted``.
+    monotonic clock, and the persisted floor. The estimate is their maximum, so neither a stale
+    clock nor an old signed message can make an expired grant valid. The label is ``synced`` for
+    an hour after fresh signed time, ``holdover`` for a week, else ``untrusted``.
     """
     ts = state.time
     estimate = max(now.wall_ms, ts.floor_wall_ms)
@@ -86,48 +106,51 @@ def trusted_time(state: ControllerState, now: Now) -> tuple[int, Trust]:
     return estimate, "untrusted"
 
 
+def _signed_time(state: ControllerState, now: Now) -> int:
+    """Time from signed sources only (floor, and cloud time carried by the monotonic clock):
+    what may be persisted, so a wall clock that runs ahead cannot poison the floor."""
+    ts = state.time
+    if ts.offset_ms is None:
+        return ts.floor_wall_ms
+    return max(ts.floor_wall_ms, now.mono_ms + ts.offset_ms)
+
+
 def _learn_time(state: ControllerState, cloud_ms: int, now: Now) -> ControllerState:
-    """Adopt signed cloud time if it is news; the floor never goes backwards."""
-    if cloud_ms <= state.time.floor_wall_ms:
-        return state  # a retained or replayed message: it says nothing new about the time
+    """Adopt signed cloud time if it is news. Signed time is only ever carried forward.
+
+    A signed time is when the message was *issued*: a retained or queued message says the time
+    is at least that. One within :data:`RESYNC_TOLERANCE_MS` of the signed estimate, or ahead of
+    it, refreshes ``synced``; an older one says nothing.
+    """
+    signed = _signed_time(state, now)
+    if state.time.offset_ms is None and cloud_ms <= signed:
+        return state  # nothing learned this boot, and no news beyond the floor
+    if cloud_ms < signed - RESYNC_TOLERANCE_MS:
+        return state
+    anchor = max(cloud_ms, signed)
     time = TimeState(
-        floor_wall_ms=cloud_ms,
-        offset_ms=cloud_ms - now.mono_ms,
+        floor_wall_ms=anchor,
+        offset_ms=anchor - now.mono_ms,
         synced_at_mono_ms=now.mono_ms,
     )
     return replace(state, time=time)
 
 
+def _raise_floor(state: ControllerState, now: Now) -> ControllerState:
+    """While signed time is trusted, persist it as the floor every :data:`FLOOR_EVERY_MS`, so a
+    reboot with a stale clock resumes from at most that far back."""
+    _, trust = trusted_time(state, now)
+    signed = _signed_time(state, now)
+    if trust == "untrusted" or signed - state.time.floor_wall_ms < FLOOR_EVERY_MS:
+        return state
+    return replace(state, time=replace(state.time, floor_wall_ms=signed))
+
+
 # --- helpers --------------------------------------------------------------------------------
-
-
-def _set_compartment(state: ControllerState, compartment: Compartment) -> ControllerState:
-    compartments = dict(state.compartments)
-    compartments[compartment.name] = compartment
-    return replace(state, compartments=compartments)
 
 
 def _refuse_input(state: ControllerState) -> ControllerState:
     return replace(state, refused_inputs=state.refused_inputs + 1)
-
-
-def _pulse(
-    state: ControllerState,
-    compartment: Compartment,
-    opened_by: str,
-    purpose: Any,
-    now: Now,
-) -> tuple[ControllerState, PulseLatch]:
-    pulsed = replace(
-        compartment,
-        latch="unlocked",
-        last_pulse_mono_ms=now.mono_ms,
-        opened_by=opened_by,
-        opened_purpose=purpose,
-    )
-    return _set_compartment(state, pulsed), PulseLatch(
-        compartment.name, min(compartment.pulse_ms, MAX_PULSE_MS)
-    )
 
 
 def _find(grants: Mapping[str, Grant], code_hash: str) -> Grant | None:
@@ -135,9 +158,113 @@ def _find(grants: Mapping[str, Grant], code_hash: str) -> Grant | None:
     return next((g for h, g in grants.items() if hmac.compare_digest(h, code_hash)), None)
 
 
-def _cooling_down(compartment: Compartment, now: Now) -> bool:
-    last = compartment.last_pulse_mono_ms
-    return last is not None and now.mono_ms - last < COOLDOWN_MS
+def _settle(state: ControllerState, name: str, now: Now) -> Result:
+    """Turn one compartment's settled readings and passed deadlines into stimuli.
+
+    Order matters: a pulse past its bound first (safety); then an item reading, so a door that
+    closes sees what is inside; then the window of a pulse, unless a door opening that began
+    inside the window is still settling; then the door; then ajar.
+    """
+    outputs: list[Output] = []
+
+    def step(stimulus: Any) -> None:
+        nonlocal state
+        state, more = apply(state, name, stimulus, now)
+        outputs.extend(more)
+
+    c = state.compartments[name]
+    if c.energized_since_mono_ms is not None and now.mono_ms >= (
+        c.energized_since_mono_ms + MAX_PULSE_MS
+    ):
+        step("pulse_overdue")
+    # A first reading is learned at once (learning is silent); changes must hold to count.
+    c = state.compartments[name]
+    item_changed = c.item_raw is not None and c.occupancy != ("present" if c.item_raw else "absent")
+    if c.item_raw is not None and c.occupancy == "unknown":
+        step("item_learned")
+    elif item_changed and now.mono_ms - c.item_raw_mono_ms >= ITEM_DEBOUNCE_MS:
+        step("item_appeared" if c.item_raw else "item_gone")
+    c = state.compartments[name]
+    door_settled = c.door_raw is not None and (
+        c.door == "unknown" or now.mono_ms - c.door_raw_mono_ms >= DOOR_DEBOUNCE_MS
+    )
+    door_pending = door_settled and c.door != ("open" if c.door_raw else "closed")
+    window_end = _window_end(c)
+    if window_end is not None and now.mono_ms >= window_end:
+        opened_in_time = door_pending and c.door_raw and c.door_raw_mono_ms < window_end
+        if not opened_in_time:
+            step("window_over")
+    c = state.compartments[name]
+    if door_pending:
+        step("door_opened" if c.door_raw else "door_closed")
+    c = state.compartments[name]
+    ajar_at = _ajar_at(c)
+    if ajar_at is not None and now.mono_ms >= ajar_at:
+        step("ajar_due")
+    return state, outputs
+
+
+def _window_end(c: Compartment) -> int | None:
+    """The first instant at which a pulse not yet answered by an opening no longer explains one
+    (a door may open up to :data:`DOOR_OPEN_AFTER_PULSE_MS` after the pulse, inclusive)."""
+    if c.opened_by is None or c.door == "open" or c.energized_since_mono_ms is not None:
+        return None
+    if c.last_pulse_mono_ms is None:
+        return None
+    return c.last_pulse_mono_ms + DOOR_OPEN_AFTER_PULSE_MS + 1
+
+
+def _ajar_at(c: Compartment) -> int | None:
+    if c.door != "open" or c.is_ajar or c.door_since_mono_ms is None:
+        return None
+    return c.door_since_mono_ms + AJAR_AFTER_MS
+
+
+def next_deadline(state: ControllerState) -> int | None:
+    """The earliest monotonic time at which the core must be woken, or None.
+
+    The daemon waits on its inbox at most until then, so a debounce settles, an output is
+    forced off at its bound, and an ajar door or an unanswered pulse is noticed on time.
+    """
+    times: list[int] = []
+    for c in state.compartments.values():
+        if c.door_raw is not None and c.door != ("open" if c.door_raw else "closed"):
+            times.append(c.door_raw_mono_ms + DOOR_DEBOUNCE_MS)
+        if c.item_raw is not None and c.occupancy != ("present" if c.item_raw else "absent"):
+            times.append(c.item_raw_mono_ms + ITEM_DEBOUNCE_MS)
+        if c.energized_since_mono_ms is not None:
+            times.append(c.energized_since_mono_ms + MAX_PULSE_MS)
+        for deadline in (_window_end(c), _ajar_at(c)):
+            if deadline is not None:
+                times.append(deadline)
+    return min(times, default=None)
+
+
+def _settle_all(state: ControllerState, now: Now) -> Result:
+    outputs: list[Output] = []
+    for name in state.compartments:
+        state, more = _settle(state, name, now)
+        outputs.extend(more)
+    return state, outputs
+
+
+def _continue_open_all(state: ControllerState, now: Now) -> Result:
+    """Pulse the next compartment of a maintenance "open all" once no latch is energized."""
+    if not state.open_all or any(
+        c.energized_since_mono_ms is not None for c in state.compartments.values()
+    ):
+        return state, []
+    queue, cmd_id = list(state.open_all), state.open_all_by or ""
+    while queue:
+        name = queue.pop(0)
+        c = state.compartments[name]
+        if pulse_refusal(state, c, now, is_service=True) is None:
+            state = replace(state, open_all=tuple(queue), open_all_by=cmd_id if queue else None)
+            auth = Authorization(
+                by=cmd_id, purpose="maintenance", token=f"cmd:{cmd_id}:{name}", cmd_id=cmd_id
+            )
+            return apply_pulse(state, name, now, auth)
+    return replace(state, open_all=(), open_all_by=None), []
 
 
 # --- handlers -------------------------------------------------------------------------------
@@ -184,8 +311,9 @@ def _on_code(state: ControllerState, event: CodeEntered, now: Now) -> Result:
         use.pulses > 0 and wall_ms - use.first_pulse_wall_ms > PULSE_RETRY_WINDOW_MS
     ):
         return refuse("pulse_limit", grant)
-    if _cooling_down(compartment, now):
-        return refuse("cooling_down", grant)
+    refusal = pulse_refusal(state, compartment, now, is_service=False)
+    if refusal is not None:
+        return refuse(refusal, grant)
 
     uses = dict(state.uses)
     uses[grant.grant_id] = GrantUse(
@@ -193,24 +321,21 @@ def _on_code(state: ControllerState, event: CodeEntered, now: Now) -> Result:
         first_pulse_wall_ms=use.first_pulse_wall_ms or wall_ms,
     )
     state = replace(state, uses=uses)
-    state, pulse = _pulse(state, compartment, grant.grant_id, grant.purpose, now)
-    return state, [
-        RecordEvent(
-            "code_accepted",
-            compartment=grant.compartment,
-            grant_id=grant.grant_id,
-            data={"channel": event.channel, "pulse": use.pulses + 1},
-        ),
-        RecordEvent(
-            "latch_pulsed",
-            compartment=grant.compartment,
-            grant_id=grant.grant_id,
-            data={"pulse_ms": pulse.pulse_ms},
-        ),
-        pulse,
-        PublishState(),
-        ShowMessage(event.channel, "code.accepted", {"compartment": grant.compartment}),
-    ]
+    auth = Authorization(
+        by=grant.grant_id,
+        purpose=grant.purpose,
+        token=f"{grant.grant_id}#{use.pulses + 1}",
+        grant_id=grant.grant_id,
+    )
+    accepted = RecordEvent(
+        "code_accepted",
+        compartment=grant.compartment,
+        grant_id=grant.grant_id,
+        data={"channel": event.channel, "pulse": use.pulses + 1},
+    )
+    state, outputs = apply_pulse(state, grant.compartment, now, auth)
+    shown = ShowMessage(event.channel, "code.accepted", {"compartment": grant.compartment})
+    return state, [accepted, *outputs, shown]
 
 
 def _unverified_id(payload: bytes) -> str | None:
@@ -231,8 +356,10 @@ def _unverified_id(payload: bytes) -> str | None:
 
 
 def _on_command(state: ControllerState, event: CommandArrived, now: Now) -> Result:
+    before = state  # a refused command changes nothing, not even what it taught of the time
+
     def refuse(reason: str, cmd_id: str | None) -> Result:
-        return _refuse_input(state), [ReplyToCommand(cmd_id, ok=False, reason=reason)]
+        return _refuse_input(before), [ReplyToCommand(cmd_id, ok=False, reason=reason)]
 
     try:
         body = verify_envelope(event.payload, state.identity.cloud_keys, kind="cmd")
@@ -254,30 +381,44 @@ def _on_command(state: ControllerState, event: CommandArrived, now: Now) -> Resu
     if command.name == "publish_state":
         state = replace(state, window=state.window.accept(command.seq))
         return state, [PublishState(), ReplyToCommand(command.id, ok=True)]
+    if command.name == "open_all":
+        if state.open_all:
+            return refuse("busy", command.id)
+        state = replace(
+            state,
+            window=state.window.accept(command.seq),
+            open_all=tuple(n for n, c in state.compartments.items() if c.door != "open"),
+            open_all_by=command.id,
+        )
+        state, outputs = _continue_open_all(state, now)
+        return state, [*outputs, ReplyToCommand(command.id, ok=True)]
 
     compartment = state.compartments.get(command.compartment or "")
     if compartment is None:
         return refuse("unknown_compartment", command.id)
-    if _cooling_down(compartment, now):
-        return refuse("cooling_down", command.id)
+    if command.name == "clear_attention":
+        state = replace(state, window=state.window.accept(command.seq))
+        state, outputs = apply(state, compartment.name, "attention_cleared", now)
+        return state, [*outputs, ReplyToCommand(command.id, ok=True)]
+    # "open": a resident's remote open names its grant; a maintainer's service open does not,
+    # and may open a compartment that needs attention.
+    refusal = pulse_refusal(state, compartment, now, is_service=command.grant_id is None)
+    if refusal is not None:
+        return refuse(refusal, command.id)
     state = replace(state, window=state.window.accept(command.seq))
-    opened_by = command.grant_id or command.id
     purpose = next(
-        (g.purpose for g in state.grants.values() if g.grant_id == command.grant_id), None
+        (g.purpose for g in state.grants.values() if g.grant_id == command.grant_id),
+        "maintenance" if command.grant_id is None else None,
     )
-    state, pulse = _pulse(state, compartment, opened_by, purpose, now)
-    return state, [
-        RecordEvent(
-            "latch_pulsed",
-            compartment=compartment.name,
-            grant_id=command.grant_id,
-            cmd_id=command.id,
-            data={"pulse_ms": pulse.pulse_ms},
-        ),
-        pulse,
-        ReplyToCommand(command.id, ok=True),
-        PublishState(),
-    ]
+    auth = Authorization(
+        by=command.grant_id or command.id,
+        purpose=purpose,
+        token=f"cmd:{command.id}:{compartment.name}",
+        grant_id=command.grant_id,
+        cmd_id=command.id,
+    )
+    state, outputs = apply_pulse(state, compartment.name, now, auth)
+    return state, [*outputs, ReplyToCommand(command.id, ok=True)]
 
 
 def _on_config(state: ControllerState, event: ConfigArrived, now: Now) -> Result:
@@ -334,111 +475,107 @@ def _on_config(state: ControllerState, event: ConfigArrived, now: Now) -> Result
 
 
 def _on_door(state: ControllerState, event: DoorSensed, now: Now) -> Result:
-    compartment = state.compartments.get(event.compartment)
-    if compartment is None:
+    c = state.compartments.get(event.compartment)
+    if c is None:
         return state, []
-    new_door: Door = "open" if event.is_open else "closed"
-    if compartment.door == new_door:
-        return state, []
-    if compartment.door == "unknown":
-        # First reading after start-up: learn it. A door found open is worth an event.
-        state = _set_compartment(state, replace(compartment, door=new_door))
-        found: list[Output] = []
-        if event.is_open:
-            found.append(
-                RecordEvent("door_opened", compartment=compartment.name, reason="found_open")
-            )
-        return state, [*found, PublishState()]
-    outputs: list[Output] = []
-    if event.is_open:
-        # A pulse explains one opening: once the door has closed (``opened_by`` cleared), the
-        # latch caught it again, and opening it without a new pulse is forced, however soon.
-        pulsed_recently = (
-            compartment.opened_by is not None
-            and compartment.last_pulse_mono_ms is not None
-            and now.mono_ms - compartment.last_pulse_mono_ms <= DOOR_OPEN_AFTER_PULSE_MS
+    if c.door_raw != event.is_open:
+        state = set_compartment(
+            state, replace(c, door_raw=event.is_open, door_raw_mono_ms=now.mono_ms)
         )
-        opened_by = compartment.opened_by if pulsed_recently else None
-        updated = replace(
-            compartment,
-            door="open",
-            opened_by=opened_by,
-            opened_purpose=compartment.opened_purpose if opened_by else None,
-        )
-        # A listed grant opened by a command ("open now" on the phone page) has no use yet: the
-        # door it opened consumes it all the same, so its code cannot open the door again.
-        is_grant = opened_by is not None and (
-            opened_by in state.uses or any(g.grant_id == opened_by for g in state.grants.values())
-        )
-        if opened_by is not None and is_grant:
-            use = state.uses.get(opened_by, GrantUse())
-            if not use.is_consumed:
-                uses = dict(state.uses)
-                uses[opened_by] = replace(use, is_consumed=True)
-                state = replace(state, uses=uses)
-                outputs.append(
-                    RecordEvent("grant_consumed", compartment=compartment.name, grant_id=opened_by)
-                )
-        outputs.insert(
-            0,
-            RecordEvent(
-                "door_opened",
-                compartment=compartment.name,
-                grant_id=opened_by if opened_by in state.uses else None,
-                reason=None if pulsed_recently else "not_unlocked",
-            ),
-        )
-    else:
-        epoch = compartment.epoch + (
-            1 if compartment.opened_purpose in ("dropoff", "return") else 0
-        )
-        outputs.append(
-            RecordEvent(
-                "door_closed",
-                compartment=compartment.name,
-                grant_id=compartment.opened_by if compartment.opened_by in state.uses else None,
-                data={"epoch": epoch},
-            )
-        )
-        updated = replace(
-            compartment, door="closed", opened_by=None, opened_purpose=None, epoch=epoch
-        )
-    state = _set_compartment(state, updated)
-    return state, [*outputs, PublishState()]
+    return _settle(state, c.name, now)
 
 
 def _on_occupancy(state: ControllerState, event: OccupancySensed, now: Now) -> Result:
-    compartment = state.compartments.get(event.compartment)
-    if compartment is None:
+    c = state.compartments.get(event.compartment)
+    if c is None:
         return state, []
-    occupancy: Occupancy = "present" if event.is_present else "absent"
-    if compartment.occupancy == occupancy:
-        return state, []
-    was_unknown = compartment.occupancy == "unknown"
-    state = _set_compartment(state, replace(compartment, occupancy=occupancy))
-    if was_unknown:
-        return state, [PublishState()]  # first reading after start-up: published as state
-    return state, [
-        RecordEvent(
-            "occupancy_changed",
-            compartment=compartment.name,
-            grant_id=compartment.opened_by if compartment.opened_by in state.uses else None,
-            data={"occupancy": occupancy},
-        ),
-        PublishState(),
-    ]
+    if c.item_raw != event.is_present:
+        state = set_compartment(
+            state, replace(c, item_raw=event.is_present, item_raw_mono_ms=now.mono_ms)
+        )
+    return _settle(state, c.name, now)
 
 
 def _on_pulse_ended(state: ControllerState, event: PulseEnded, now: Now) -> Result:
-    compartment = state.compartments.get(event.compartment)
-    if compartment is None or compartment.latch == "locked":
+    c = state.compartments.get(event.compartment)
+    if c is None or c.energized_since_mono_ms is None:
+        return state, []  # a late report after a forced off: nothing is energized
+    state, outputs = apply(state, c.name, "pulse_ended", now)
+    state, more = _continue_open_all(state, now)
+    return state, [*outputs, *more]
+
+
+def _on_bus_read(state: ControllerState, event: BusRead, now: Now) -> Result:
+    outputs: list[Output] = []
+    if state.bus_failures >= UNREACHABLE_AFTER_FAILURES:
+        outputs.append(RecordEvent("alarm_cleared", reason="bus_unreachable"))
+    if state.bus_failures:
+        state = replace(state, bus_failures=0)
+    caps = state.capabilities
+    for name, reading in event.compartments.items():
+        c = state.compartments.get(name)
+        if c is None:
+            continue
+        changes: dict[str, Any] = {}
+        if (
+            reading.door_open is not None
+            and caps.has_door_sensor
+            and reading.door_open != c.door_raw
+        ):
+            changes |= {"door_raw": reading.door_open, "door_raw_mono_ms": now.mono_ms}
+        if (
+            reading.item_present is not None
+            and caps.has_item_sensor
+            and (reading.item_present != c.item_raw)
+        ):
+            changes |= {"item_raw": reading.item_present, "item_raw_mono_ms": now.mono_ms}
+        if changes:
+            state = set_compartment(state, replace(c, **changes))
+        if reading.latch_released is not None and caps.has_latch_feedback:
+            latch = "unlocked" if reading.latch_released else "locked"
+            if latch != c.latch:
+                state, more = apply(
+                    state, name, "latch_released" if reading.latch_released else "latch_caught", now
+                )
+                outputs.extend(more)
+        if reading.is_energized and state.compartments[name].energized_since_mono_ms is None:
+            state, more = apply(state, name, "output_on_unexpected", now)
+            outputs.extend(more)
+        state, more = _settle(state, name, now)
+        outputs.extend(more)
+    return state, outputs
+
+
+def _on_bus_read_failed(state: ControllerState, event: BusReadFailed, now: Now) -> Result:
+    failures = state.bus_failures + 1
+    state = replace(state, bus_failures=failures)
+    if failures != UNREACHABLE_AFTER_FAILURES:
         return state, []
-    # No latch feedback on a plain GPIO build: an unpowered fail-secure latch springs back.
-    return _set_compartment(state, replace(compartment, latch="locked")), [PublishState()]
+    outputs: list[Output] = [
+        RecordEvent("alarm", reason="bus_unreachable", data={"failures": failures})
+    ]
+    for name in state.compartments:
+        state, more = apply(state, name, "sensors_lost", now)
+        outputs.extend(more)
+    return state, outputs
+
+
+def _on_unlock_unanswered(state: ControllerState, event: UnlockUnanswered, now: Now) -> Result:
+    """Never retried: record it, and let a fresh reading of the board decide what happened."""
+    c = state.compartments.get(event.compartment)
+    if c is None:
+        return state, []
+    if state.capabilities.has_latch_feedback:
+        state = set_compartment(state, replace(c, latch="unknown"))
+    event_out = RecordEvent("unlock_unanswered", compartment=c.name, grant_id=None)
+    return state, [event_out, ReadBus()]
 
 
 def _on_tick(state: ControllerState, event: Ticked, now: Now) -> Result:
-    return state, []
+    state = _raise_floor(state, now)
+    state, outputs = _settle_all(state, now)
+    state, more = _continue_open_all(state, now)
+    return state, [*outputs, *more]
 
 
 HANDLERS: Mapping[type, Callable[[ControllerState, Any, Now], Result]] = {
@@ -448,6 +585,9 @@ HANDLERS: Mapping[type, Callable[[ControllerState, Any, Now], Result]] = {
     DoorSensed: _on_door,
     OccupancySensed: _on_occupancy,
     PulseEnded: _on_pulse_ended,
+    BusRead: _on_bus_read,
+    BusReadFailed: _on_bus_read_failed,
+    UnlockUnanswered: _on_unlock_unanswered,
     Ticked: _on_tick,
 }
 

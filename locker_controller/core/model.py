@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from linli.contract.models import Door, Grant, GrantPurpose, Latch, Occupancy, Size
+from hardware.capabilities import GPIO_CAPABILITIES, Capabilities
+from linli.contract.models import AlarmReason, Door, Grant, GrantPurpose, Latch, Occupancy, Size
 
 PULSE_RETRY_WINDOW_MS = 5 * 60 * 1000
 """A code may pulse its latch a second time within this window (a resident who was too slow)."""
@@ -20,12 +21,31 @@ MAX_PULSES_PER_GRANT = 2
 COOLDOWN_MS = 2_000
 """No compartment pulses again within this many milliseconds."""
 DOOR_OPEN_AFTER_PULSE_MS = 60_000
-"""A door that opens this long after a pulse still counts as opened by it."""
+"""A door that opens this long after a pulse still counts as opened by it; a pulse not followed
+by an opening within it is *unanswered*."""
 MAX_PULSE_MS = 2_000
-"""Absolute bound on one pulse, whatever a configuration says."""
+"""Absolute bound on energized time: an output still on this long after its pulse began is forced
+off and alarmed. Configured pulses are at most 1500 ms (the contract), so the board's or adapter's
+own timer always ends a healthy pulse first."""
+ENERGIZED_MS_PER_MINUTE = 6_000
+"""Cap on one latch's energized time in any 60 s (coil heating; a stuck or attacked input)."""
+DOOR_DEBOUNCE_MS = 50
+"""A door reading counts once it has held this long (reed switches bounce; solenoid inrush
+couples spikes into long sensor wires)."""
+ITEM_DEBOUNCE_MS = 300
+"""An item reading counts once it has held this long (a hand passing an infrared beam)."""
+AJAR_AFTER_MS = 120_000
+"""A door open longer than this raises ``door_ajar``."""
+JAMMED_AFTER_UNANSWERED = 2
+"""On a board without latch feedback, this many unanswered pulses in a row mean a jammed latch
+(one unanswered pulse is usually a resident who did not pull in time)."""
+UNREACHABLE_AFTER_FAILURES = 3
+"""Consecutive failed bus readings after which every sensed axis becomes unknown."""
 REPLAY_WINDOW = 64
 SYNCED_FOR_MS = 60 * 60 * 1000
 HOLDOVER_FOR_MS = 7 * 24 * 60 * 60 * 1000
+FLOOR_EVERY_MS = 10 * 60 * 1000
+"""While time is trusted, the persisted floor is raised to the trusted time this often."""
 
 
 # --- state ------------------------------------------------------------------------------------
@@ -33,7 +53,9 @@ HOLDOVER_FOR_MS = 7 * 24 * 60 * 60 * 1000
 
 @dataclass(frozen=True)
 class Compartment:
-    """One compartment: the three axes, the maintenance flag and its content epoch."""
+    """One compartment: the three axes, the maintenance flag, its content epoch, and what the
+    core remembers to judge the next reading (pulse in progress, pending authorization, debounce).
+    """
 
     name: str
     size: Size = "M"
@@ -41,12 +63,31 @@ class Compartment:
     latch: Latch = "unknown"
     door: Door = "unknown"
     occupancy: Occupancy = "unknown"
-    needs_attention: bool = False
+    attention: AlarmReason | None = None
+    """Why the compartment is out of use until a maintainer clears it (None: in use)."""
     epoch: int = 0
     last_pulse_mono_ms: int | None = None
     opened_by: str | None = None
     """Grant or command id whose pulse this compartment is waiting on, or whose door is open."""
     opened_purpose: GrantPurpose | None = None
+    energized_since_mono_ms: int | None = None
+    """When the current pulse began; None when the core believes the output is off."""
+    energized_log: tuple[tuple[int, int], ...] = ()
+    """(start, duration) of the pulses of the last minute, for :data:`ENERGIZED_MS_PER_MINUTE`."""
+    unanswered_pulses: int = 0
+    door_since_mono_ms: int | None = None
+    """When the door was last seen to open (for ``door_ajar``)."""
+    is_ajar: bool = False
+    door_raw: bool | None = None
+    """Latest undebounced door reading (True = open), and since when it has held."""
+    door_raw_mono_ms: int = 0
+    item_raw: bool | None = None
+    item_raw_mono_ms: int = 0
+
+    @property
+    def needs_attention(self) -> bool:
+        """Out of use until a maintainer clears it."""
+        return self.attention is not None
 
 
 @dataclass(frozen=True)
@@ -117,6 +158,7 @@ class ControllerState:
 
     identity: Identity
     compartments: Mapping[str, Compartment]
+    capabilities: Capabilities = GPIO_CAPABILITIES
     cfg_version: int = 0
     cfg_issued_at_ms: int = 0
     grants: Mapping[str, Grant] = field(default_factory=dict)
@@ -128,6 +170,11 @@ class ControllerState:
     window: ReplayWindow = ReplayWindow()
     time: TimeState = TimeState()
     refused_inputs: int = 0
+    bus_failures: int = 0
+    """Consecutive failed bus readings."""
+    open_all: tuple[str, ...] = ()
+    """Compartments a maintenance "open all" still has to pulse, one latch at a time."""
+    open_all_by: str | None = None
 
 
 # --- events (inputs) ------------------------------------------------------------------------
@@ -179,8 +226,39 @@ class PulseEnded:
 
 
 @dataclass(frozen=True)
+class CompartmentReading:
+    """One compartment in a lock-bus reading; None where the board cannot sense it."""
+
+    door_open: bool | None = None
+    latch_released: bool | None = None
+    item_present: bool | None = None
+    is_energized: bool | None = None
+
+
+@dataclass(frozen=True)
+class BusRead:
+    """A reading of every compartment of the lock bus (polled, or asked for by :class:`ReadBus`)."""
+
+    compartments: Mapping[str, CompartmentReading]
+
+
+@dataclass(frozen=True)
+class BusReadFailed:
+    """The lock bus did not answer a reading (timeout, unplugged adapter, corrupt frames)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class UnlockUnanswered:
+    """An unlock was sent but the board never confirmed it (it may or may not have fired)."""
+
+    compartment: str
+
+
+@dataclass(frozen=True)
 class Ticked:
-    """A timer tick."""
+    """A timer tick (the daemon also wakes at :func:`~locker_controller.core.decide.next_deadline`)."""
 
 
 Input = (
@@ -190,6 +268,9 @@ Input = (
     | DoorSensed
     | OccupancySensed
     | PulseEnded
+    | BusRead
+    | BusReadFailed
+    | UnlockUnanswered
     | Ticked
 )
 
@@ -199,10 +280,25 @@ Input = (
 
 @dataclass(frozen=True)
 class PulseLatch:
-    """Energize one latch for ``pulse_ms`` (bounded by :data:`MAX_PULSE_MS`), then switch it off."""
+    """Energize one latch for ``pulse_ms`` (bounded by :data:`MAX_PULSE_MS`), then switch it off.
+
+    ``authorized_by`` names the one authorization this pulse spends (a code entry of a grant, or
+    a command id), so a test can prove no two pulses share one.
+    """
 
     compartment: str
     pulse_ms: int
+    authorized_by: str = ""
+
+
+@dataclass(frozen=True)
+class SwitchAllOff:
+    """Switch every latch output off now (an output found on past its bound)."""
+
+
+@dataclass(frozen=True)
+class ReadBus:
+    """Read every compartment now and deliver a :class:`BusRead` (or :class:`BusReadFailed`)."""
 
 
 @dataclass(frozen=True)
@@ -249,4 +345,13 @@ class ShowMessage:
     values: Mapping[str, str] = field(default_factory=dict)
 
 
-Output = PulseLatch | RecordEvent | ReplyToCommand | ReportConfig | PublishState | ShowMessage
+Output = (
+    PulseLatch
+    | SwitchAllOff
+    | ReadBus
+    | RecordEvent
+    | ReplyToCommand
+    | ReportConfig
+    | PublishState
+    | ShowMessage
+)

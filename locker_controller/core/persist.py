@@ -1,8 +1,10 @@
 """The durable part of the controller's state, as a plain JSON-able document, and back.
 
 What survives a restart: the applied configuration (grants, compartment policy), every grant's
-uses, each compartment's content epoch, the command replay window and the time floor. Latch, door
-and occupancy are *not* restored: after a restart they are unknown until sensors say otherwise.
+uses, each compartment's content epoch and attention flag (only a maintainer clears it), the
+command replay window and the time floor. Latch, door and occupancy are *not* restored: after a
+restart they are unknown until sensors say otherwise, and no pulse is in progress (every output
+was switched off at start-up).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from hardware.capabilities import GPIO_CAPABILITIES, Capabilities
 from linli.contract.models import Grant
 from locker_controller.core.model import (
     Compartment,
@@ -35,7 +38,12 @@ def to_document(state: ControllerState) -> dict[str, Any]:
             gid: [u.pulses, u.first_pulse_wall_ms, u.is_consumed] for gid, u in state.uses.items()
         },
         "compartments": {
-            c.name: {"size": c.size, "pulse_ms": c.pulse_ms, "epoch": c.epoch}
+            c.name: {
+                "size": c.size,
+                "pulse_ms": c.pulse_ms,
+                "epoch": c.epoch,
+                "attention": c.attention,
+            }
             for c in state.compartments.values()
         },
         "window": {"highest": state.window.highest, "seen": sorted(state.window.seen)},
@@ -44,7 +52,10 @@ def to_document(state: ControllerState) -> dict[str, Any]:
 
 
 def from_document(
-    identity: Identity, compartment_names: list[str], document: dict[str, Any] | None
+    identity: Identity,
+    compartment_names: list[str],
+    document: dict[str, Any] | None,
+    capabilities: Capabilities = GPIO_CAPABILITIES,
 ) -> ControllerState:
     """Rebuild state at start-up from the persisted document (or from nothing, first boot).
 
@@ -53,7 +64,9 @@ def from_document(
     """
     compartments = {name: Compartment(name=name) for name in compartment_names}
     if not document:
-        return ControllerState(identity=identity, compartments=compartments)
+        return ControllerState(
+            identity=identity, compartments=compartments, capabilities=capabilities
+        )
     if document.get("document_version") != DOCUMENT_VERSION:
         raise ValueError(f"unsupported state document version {document.get('document_version')}")
     for name, saved in document["compartments"].items():
@@ -63,6 +76,7 @@ def from_document(
                 size=saved["size"],
                 pulse_ms=int(saved["pulse_ms"]),
                 epoch=int(saved["epoch"]),
+                attention=saved.get("attention"),
             )
     grants = [Grant.model_validate(g) for g in document["grants"]]
     retired = [Grant.model_validate(g) for g in document["retired"]]
@@ -74,6 +88,7 @@ def from_document(
     return ControllerState(
         identity=identity,
         compartments=compartments,
+        capabilities=capabilities,
         cfg_version=int(document["cfg_version"]),
         cfg_issued_at_ms=int(document["cfg_issued_at_ms"]),
         grants={g.code_hash: g for g in grants},
