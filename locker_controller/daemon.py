@@ -223,10 +223,10 @@ class LockerDaemon:
                 return
             try:
                 self._handle(item)
+                self._periodic()
             except Exception:
                 log.exception("controller core failed on %s; latches off", type(item).__name__)
                 self._bus.all_off()
-            self._periodic()
 
     def _handle(self, item: object) -> None:
         if isinstance(item, LinkConnected):

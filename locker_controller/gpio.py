@@ -22,7 +22,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from gpiozero import Button, DigitalInputDevice, DigitalOutputDevice
+from gpiozero import DigitalInputDevice, DigitalOutputDevice
+from gpiozero.exc import PinError
 from gpiozero.pins import Factory
 
 from hardware.capabilities import Capabilities
@@ -36,8 +37,26 @@ from locker_controller.core.model import (
     OccupancySensed,
     PulseEnded,
 )
+from locker_controller.lockbus import LockBusError
 
 log = logging.getLogger(__name__)
+
+
+def _pin_read_errors() -> tuple[type[Exception], ...]:
+    """What a failed pin read raises: gpiozero's own pin errors, the kernel's ``OSError``, and
+    lgpio's ``lgpio.error`` (lgpio reports a failed ``gpio_read``, e.g. a bad or vanished chip
+    handle, with its own exception class, which gpiozero passes through untranslated)."""
+    errors: list[type[Exception]] = [PinError, OSError]
+    try:
+        import lgpio  # type: ignore[import-not-found, import-untyped, unused-ignore]
+    except ImportError:  # not a Pi (or not the lgpio backend): its errors cannot occur
+        pass
+    else:
+        errors.append(lgpio.error)
+    return tuple(errors)
+
+
+PIN_READ_ERRORS = _pin_read_errors()
 
 
 class GpioLockBus:
@@ -51,7 +70,7 @@ class GpioLockBus:
         self._lock = threading.Lock()
         self._timers: dict[str, threading.Timer] = {}
         self._relays: dict[str, DigitalOutputDevice] = {}
-        self._doors: dict[str, Button] = {}
+        self._doors: dict[str, DigitalInputDevice] = {}
         self._presence: dict[str, DigitalInputDevice] = {}
         try:
             for c in board.compartments:
@@ -62,9 +81,12 @@ class GpioLockBus:
                     pin_factory=pin_factory,
                 )
             for c in board.compartments:
-                door = Button(c.door_pin, pull_up=True, pin_factory=pin_factory)
-                door.when_pressed = self._door_handler(c.name, is_open=False)
-                door.when_released = self._door_handler(c.name, is_open=True)
+                # Not a Button: its close() waits out a hold time while pressed (a closed
+                # door), 1 s per door at shutdown. Debounce is the core's (gpiozero's mock
+                # ignores bounce_time).
+                door = DigitalInputDevice(c.door_pin, pull_up=True, pin_factory=pin_factory)
+                door.when_activated = self._door_handler(c.name, is_open=False)
+                door.when_deactivated = self._door_handler(c.name, is_open=True)
                 self._doors[c.name] = door
                 if c.presence_pin is not None:
                     sensor = DigitalInputDevice(
@@ -90,15 +112,23 @@ class GpioLockBus:
         return self._board.capabilities
 
     def read_all(self) -> BusRead:
-        """Every door, presence sensor and relay output as it is now (GPIO reads cannot fail)."""
+        """Every door, presence sensor and relay output as it is now.
+
+        Raises:
+            LockBusError: a pin could not be read (the GPIO chip or the sensor wiring failed);
+                the daemon turns it into ``BusReadFailed``.
+        """
         readings: dict[str, CompartmentReading] = {}
         for name, door in self._doors.items():
             sensor = self._presence.get(name)
-            readings[name] = CompartmentReading(
-                door_open=not door.is_pressed,
-                item_present=bool(sensor.is_active) if sensor is not None else None,
-                is_energized=bool(self._relays[name].value),
-            )
+            try:
+                readings[name] = CompartmentReading(
+                    door_open=not door.is_active,
+                    item_present=bool(sensor.is_active) if sensor is not None else None,
+                    is_energized=bool(self._relays[name].value),
+                )
+            except PIN_READ_ERRORS as exc:
+                raise LockBusError(f"reading {name} failed: {exc}") from exc
         return BusRead(readings)
 
     def unlock(self, compartment: str, pulse_ms: int) -> None:

@@ -6,6 +6,12 @@ re-latches it, an item is put in or taken out only through an open door. It driv
 pins the controller's :class:`~locker_controller.gpio.GpioLockBus` reads, and counts pulses from
 the relay pin's own recorded edges.
 
+It also models what goes wrong, again as physics: a latch that no longer releases
+(:meth:`~LockerSimulator.jam`), a door pried open against its latch
+(:meth:`~LockerSimulator.force_door`), a relay output driven on behind the controller's back
+(:meth:`~LockerSimulator.stick_output_on`), and sensor lines that stop answering
+(:meth:`~LockerSimulator.disconnect`).
+
 Example:
     >>> factory = MockFactory(pin_class=ObservablePin)
     >>> sim = LockerSimulator(board, factory, items={"A2"})
@@ -16,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -26,11 +33,27 @@ from hardware.gpio import GpioBoard
 
 
 class ObservablePin(MockPin):  # type: ignore[misc]
-    """A mock pin that also tells observers when its level changes."""
+    """A mock pin that also tells observers when its level changes, and can lose its wiring.
+
+    While ``is_disconnected`` is set, reading the pin as an input raises :class:`OSError`
+    (``ENODEV``), as the kernel's GPIO character device does once the chip or its wiring is gone,
+    and level changes reach no edge callback (a cut wire carries no edges). The level itself still
+    follows the physics, so a reading after reconnecting shows the world as it now is.
+    """
 
     def __init__(self, factory: Any, info: Any) -> None:
         self.observers: list[Callable[[bool], None]] = []
+        self.is_disconnected = False
         super().__init__(factory, info)
+
+    def _get_state(self) -> bool:
+        if self.is_disconnected and self._function == "input":
+            raise OSError(errno.ENODEV, f"{self.info.name}: no such device")
+        return bool(super()._get_state())
+
+    def _call_when_changed(self) -> None:
+        if not self.is_disconnected:
+            super()._call_when_changed()
 
     def _change_state(self, value: bool) -> bool:
         changed = bool(super()._change_state(value))
@@ -57,6 +80,7 @@ class LockerSimulator:
         self._popped: dict[str, bool] = {c.name: False for c in board.compartments}
         self._open: dict[str, bool] = {c.name: False for c in board.compartments}
         self._pulses: dict[str, int] = {c.name: 0 for c in board.compartments}
+        self._jammed: dict[str, bool] = {c.name: False for c in board.compartments}
         self._by_name = {c.name: c for c in board.compartments}
         self._items: dict[str, bool] = {
             c.name: c.name in (items or set()) for c in board.compartments
@@ -89,7 +113,8 @@ class LockerSimulator:
             if level == active_high:
                 with self._lock:
                     self._pulses[name] += 1
-                    self._popped[name] = True
+                    if not self._jammed[name]:
+                        self._popped[name] = True
 
         return observe
 
@@ -139,3 +164,55 @@ class LockerSimulator:
         else:
             pin.drive_low()
         return True
+
+    # --- what goes wrong ------------------------------------------------------------------
+
+    def jam(self, compartment: str) -> None:
+        """Jam the latch: energizing it no longer releases the door (a bent bolt, a burnt coil).
+
+        The relay still switches and its pulses are still counted; the door simply stays held,
+        so :meth:`open_door` fails after every later pulse.
+        """
+        with self._lock:
+            self._jammed[compartment] = True
+
+    def force_door(self, compartment: str) -> bool:
+        """Pry the door open although its latch holds; the item can then be taken or put in.
+
+        Returns False if the door was already open.
+        """
+        with self._lock:
+            if self._open[compartment]:
+                return False
+            self._open[compartment] = True
+        self._factory.pin(self._by_name[compartment].door_pin).drive_high()
+        return True
+
+    def stick_output_on(self, compartment: str) -> None:
+        """Drive the relay output to its active level without the controller asking.
+
+        Something other than the controller writes the pin (a second process poking the GPIO
+        registers, ``pinctrl set 17 dh``, or a glitch): the pin's level changes exactly as a write
+        by the controller would change it, so the bus reads the output as energized, and the latch
+        releases as it does for any energizing. The controller's next write wins again.
+
+        Raises:
+            gpiozero.exc.PinSetInput: no controller has configured the pin as an output.
+        """
+        c = self._by_name[compartment]
+        self._factory.pin(c.relay_pin).state = c.relay_active_high
+
+    def disconnect(self) -> None:
+        """The sensor lines stop answering: every read of a door or presence pin raises."""
+        self._set_disconnected(True)
+
+    def reconnect(self) -> None:
+        """The sensor lines answer again, showing the doors and items as they are now."""
+        self._set_disconnected(False)
+
+    def _set_disconnected(self, is_disconnected: bool) -> None:
+        for c in self._board.compartments:
+            for number in (c.door_pin, c.presence_pin):
+                if number is not None:
+                    pin: ObservablePin = self._factory.pin(number)
+                    pin.is_disconnected = is_disconnected

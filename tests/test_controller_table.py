@@ -341,7 +341,7 @@ def test_a_door_left_open_raises_ajar_with_the_item_at_risk(fake_clock: FakeCloc
     assert records(rig.feed(Ticked()), "alarm") == []
     rig.advance(1)
     [ajar] = records(rig.feed(Ticked()), "alarm")
-    assert (ajar.reason, ajar.data["item_at_risk"], ajar.data["grant_id"]) == (
+    assert (ajar.reason, ajar.data["item_at_risk"], ajar.grant_id) == (
         "door_ajar",
         True,
         "grt_g1",

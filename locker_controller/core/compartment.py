@@ -61,10 +61,15 @@ def energized_last_minute_ms(compartment: Compartment, now: Now) -> int:
 
 
 def alarm(
-    compartment: Compartment, reason: AlarmReason, **data: str | int | bool | None
+    compartment: Compartment,
+    reason: AlarmReason,
+    grant_id: str | None = None,
+    **data: str | int | bool | None,
 ) -> RecordEvent:
-    """An ``alarm`` event for one compartment."""
-    return RecordEvent("alarm", compartment=compartment.name, reason=reason, data=data)
+    """An ``alarm`` event for one compartment (naming the grant whose opening it concerns)."""
+    return RecordEvent(
+        "alarm", compartment=compartment.name, grant_id=grant_id, reason=reason, data=data
+    )
 
 
 def _grant_of(state: ControllerState, opened_by: str | None) -> str | None:

@@ -474,25 +474,28 @@ def _on_config(state: ControllerState, event: ConfigArrived, now: Now) -> Result
     return state, [report, PublishState()]
 
 
-def _on_door(state: ControllerState, event: DoorSensed, now: Now) -> Result:
+def _sampled(
+    c: Compartment, now: Now, *, door_open: bool | None = None, item_present: bool | None = None
+) -> Compartment:
+    """The compartment with new raw readings; a reading that did not change keeps its start."""
+    if door_open is not None and door_open != c.door_raw:
+        c = replace(c, door_raw=door_open, door_raw_mono_ms=now.mono_ms)
+    if item_present is not None and item_present != c.item_raw:
+        c = replace(c, item_raw=item_present, item_raw_mono_ms=now.mono_ms)
+    return c
+
+
+def _on_sensor(state: ControllerState, event: DoorSensed | OccupancySensed, now: Now) -> Result:
+    """An edge from a door or item sensor (GPIO interrupts): store it raw, then settle."""
     c = state.compartments.get(event.compartment)
     if c is None:
         return state, []
-    if c.door_raw != event.is_open:
-        state = set_compartment(
-            state, replace(c, door_raw=event.is_open, door_raw_mono_ms=now.mono_ms)
-        )
-    return _settle(state, c.name, now)
-
-
-def _on_occupancy(state: ControllerState, event: OccupancySensed, now: Now) -> Result:
-    c = state.compartments.get(event.compartment)
-    if c is None:
-        return state, []
-    if c.item_raw != event.is_present:
-        state = set_compartment(
-            state, replace(c, item_raw=event.is_present, item_raw_mono_ms=now.mono_ms)
-        )
+    if isinstance(event, DoorSensed):
+        sampled = _sampled(c, now, door_open=event.is_open)
+    else:
+        sampled = _sampled(c, now, item_present=event.is_present)
+    if sampled is not c:
+        state = set_compartment(state, sampled)
     return _settle(state, c.name, now)
 
 
@@ -516,21 +519,14 @@ def _on_bus_read(state: ControllerState, event: BusRead, now: Now) -> Result:
         c = state.compartments.get(name)
         if c is None:
             continue
-        changes: dict[str, Any] = {}
-        if (
-            reading.door_open is not None
-            and caps.has_door_sensor
-            and reading.door_open != c.door_raw
-        ):
-            changes |= {"door_raw": reading.door_open, "door_raw_mono_ms": now.mono_ms}
-        if (
-            reading.item_present is not None
-            and caps.has_item_sensor
-            and (reading.item_present != c.item_raw)
-        ):
-            changes |= {"item_raw": reading.item_present, "item_raw_mono_ms": now.mono_ms}
-        if changes:
-            state = set_compartment(state, replace(c, **changes))
+        sampled = _sampled(
+            c,
+            now,
+            door_open=reading.door_open if caps.has_door_sensor else None,
+            item_present=reading.item_present if caps.has_item_sensor else None,
+        )
+        if sampled is not c:
+            state = set_compartment(state, sampled)
         if reading.latch_released is not None and caps.has_latch_feedback:
             latch = "unlocked" if reading.latch_released else "locked"
             if latch != c.latch:
@@ -582,8 +578,8 @@ HANDLERS: Mapping[type, Callable[[ControllerState, Any, Now], Result]] = {
     CodeEntered: _on_code,
     CommandArrived: _on_command,
     ConfigArrived: _on_config,
-    DoorSensed: _on_door,
-    OccupancySensed: _on_occupancy,
+    DoorSensed: _on_sensor,
+    OccupancySensed: _on_sensor,
     PulseEnded: _on_pulse_ended,
     BusRead: _on_bus_read,
     BusReadFailed: _on_bus_read_failed,
