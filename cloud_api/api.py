@@ -138,6 +138,7 @@ def devices(person: Staff, svc: ServicesDep) -> list[dict[str, object]]:
         entry = dict(r)
         entry["cfg_reported"] = json.loads(r["cfg_reported"]) if r["cfg_reported"] else None
         entry["telemetry"] = svc.devices.telemetry.get(r["id"])
+        entry["event_gaps"] = svc.devices.gaps(r["id"])
         entry["compartments"] = [
             dict(c) | {"needs_attention": bool(c["needs_attention"])} for c in compartments
         ]

@@ -168,6 +168,13 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER transfers_no_delete BEFORE DELETE ON transfers
         BEGIN SELECT RAISE(ABORT, 'transfers are immutable'); END;
     """,
+    # 2: gap detection per (device, boot): the highest seq received, and the last seq a later
+    # boot's ``booted`` event says this boot committed.
+    """
+    ALTER TABLE event_heads ADD COLUMN highest_seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE event_heads ADD COLUMN expected_seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE event_heads SET highest_seq = contiguous_seq;
+    """,
 ]
 
 

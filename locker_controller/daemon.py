@@ -36,9 +36,10 @@ from linli.contract import (
     decode,
     encode,
 )
+from linli.crash import crash_point
 from linli.identity import DeviceIdentity
 from linli.ids import new_boot_id
-from locker_controller.core.decide import decide, next_deadline, trusted_time
+from locker_controller.core.decide import decide, is_guarded, next_deadline, trusted_time
 from locker_controller.core.model import (
     BusReadFailed,
     CodeEntered,
@@ -77,6 +78,9 @@ TICK_S = 0.25
 RESEND_AFTER_MS = 5_000
 TELEMETRY_EVERY_MS = 30_000
 BUS_POLL_MS = 1_000
+SEND_WINDOW = 100
+"""Events in flight at most: a backlog after an outage drains as the cloud acknowledges."""
+PRUNE_EVERY_MS = 60 * 60 * 1000
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ class LockerDaemon:
         self._bus = make_bus(self._inbox.put)
         self._bus.all_off()  # first thing: nothing energized, whatever happened before
         self._outbox = Outbox(data_dir / "outbox.sqlite3")
+        self._previous_boot = self._outbox.begin_boot(self.boot_id)
         self._store = StateStore(data_dir / "state.json")
         core_identity = Identity(
             device_id=identity.device_id,
@@ -133,6 +138,7 @@ class LockerDaemon:
         self._last_resend_ms = 0
         self._last_tele_ms = 0
         self._last_poll_ms = 0
+        self._last_prune_ms: int | None = None
         # Telemetry doubles as the heartbeat the cloud's liveness watchdog listens for.
         self._telemetry_every_ms = telemetry_every_ms or min(TELEMETRY_EVERY_MS, keepalive_s * 500)
         self._link = DeviceLink(
@@ -162,7 +168,20 @@ class LockerDaemon:
     def start(self) -> None:
         """Read the sensors, record the boot, connect, start the core thread."""
         self._inbox.put(self._read_bus())
-        self._execute([RecordEvent("booted", data={"version": __version__})])
+        previous = self._previous_boot
+        self._execute(
+            [
+                RecordEvent(
+                    "booted",
+                    data={
+                        "version": __version__,
+                        # the cloud checks it holds that boot's tail (gap detection)
+                        "previous_boot": previous.boot_id if previous else None,
+                        "previous_last_seq": previous.last_seq if previous else None,
+                    },
+                )
+            ]
+        )
         self._thread.start()
         self._link.start()
         log.info("controller %s started (boot %s)", self.device_id, self.boot_id)
@@ -231,7 +250,8 @@ class LockerDaemon:
     def _handle(self, item: object) -> None:
         if isinstance(item, LinkConnected):
             self._publish_state()
-            self._resend(everything=True)
+            self._outbox.forget_sending()  # nothing is in flight on a new connection
+            self._send_due()
             return
         if isinstance(item, LinkMessage):
             if item.name == "ack":
@@ -251,9 +271,14 @@ class LockerDaemon:
         self._state = state
         if state is not previous:  # handlers return the same object when nothing changed
             self._store.save(to_document(state))
+            crash_point("state.persisted")
         shown = self._execute(outputs)
         if reply is not None:
             reply(shown)
+        if isinstance(item, ConfigArrived) and self._outbox.in_flight():
+            # The cloud signs a list when it (re)connects and sees us online: it is back, and
+            # what it had not acknowledged was lost with its session. Send it again now.
+            self._send_due(resend_before_mono_ms=self._clock.now().mono_ms + 1)
 
     def _on_ack(self, payload: bytes) -> None:
         try:
@@ -263,9 +288,20 @@ class LockerDaemon:
                 self._logged_ack_refusals.add(exc.reason)
                 log.warning("ignored an ack: %s", exc.reason)
             return
-        forgotten = self._outbox.acknowledge(ack.boot_id, ack.seq)
-        if forgotten:
-            log.debug("cloud acknowledged %d events up to %s/%d", forgotten, ack.boot_id, ack.seq)
+        crash_point("ack.received")
+        archived = self._outbox.acknowledge(ack.boot_id, ack.seq)
+        crash_point("ack.applied")
+        if archived < 0:
+            log.warning(
+                "the cloud holds boot %s only up to %d: replaying %d archived events",
+                ack.boot_id,
+                ack.seq,
+                -archived,
+            )
+        if archived > 0:
+            log.debug("cloud acknowledged %d events up to %s/%d", archived, ack.boot_id, ack.seq)
+        if archived:
+            self._send_due()  # acknowledgements pace the replay of a backlog
 
     def _execute(self, outputs: list[Output]) -> ShowMessage | None:
         shown: ShowMessage | None = None
@@ -273,7 +309,9 @@ class LockerDaemon:
             if isinstance(output, RecordEvent):
                 self._record(output)
             elif isinstance(output, PulseLatch):
+                crash_point("latch.before_pulse")
                 self._bus.unlock(output.compartment, output.pulse_ms)
+                crash_point("latch.pulsed")
             elif isinstance(output, SwitchAllOff):
                 self._bus.all_off()
                 log.error("a latch output was on past its bound: every output switched off")
@@ -295,6 +333,7 @@ class LockerDaemon:
                     refused_version=output.refused_version,
                     reason=output.reason,
                     grants=len(self._state.grants),
+                    grant_list_age_s=self._grant_list_age_s(),
                 )
                 self._link.publish("cfg/reported", encode(report))
             elif isinstance(output, PublishState):
@@ -322,9 +361,12 @@ class LockerDaemon:
             data=dict(output.data),
         )
         payload = encode(event)
-        self._outbox.append(self.boot_id, self._seq, payload)
-        if self._link.is_connected:
+        self._outbox.append(self.boot_id, self._seq, payload, wall_ms)
+        crash_point("outbox.appended")
+        # In order: a new event waits while a backlog is still being replayed.
+        if self._link.is_connected and self._outbox.depth() <= SEND_WINDOW:
             self._link.publish("evt", payload)
+            crash_point("evt.published")
             self._outbox.mark_sent(self.boot_id, self._seq, now.mono_ms)
 
     def _publish_state(self) -> None:
@@ -347,15 +389,27 @@ class LockerDaemon:
         )
         self._link.publish("state", encode(state))
 
-    def _resend(self, *, everything: bool) -> None:
+    def _send_due(self, *, resend_before_mono_ms: int | None = None) -> None:
+        """Publish pending events in ``(boot, seq)`` order, at most :data:`SEND_WINDOW` in flight;
+        with ``resend_before_mono_ms``, also those sent before it and still unacknowledged."""
         if not self._link.is_connected:
             return
+        room = SEND_WINDOW - self._outbox.in_flight()
+        if resend_before_mono_ms is not None:
+            room = SEND_WINDOW
+        if room <= 0:
+            return
         now = self._clock.now().mono_ms
-        for boot_id, seq, payload in self._outbox.due(
-            None if everything else now - RESEND_AFTER_MS
-        ):
+        for boot_id, seq, payload in self._outbox.due(resend_before_mono_ms, limit=room):
             self._link.publish("evt", payload)
+            crash_point("evt.published")
             self._outbox.mark_sent(boot_id, seq, now)
+
+    def _grant_list_age_s(self) -> int | None:
+        if not self._state.cfg_issued_at_ms:
+            return None
+        wall_ms, _ = trusted_time(self._state, self._clock.now())
+        return max(0, (wall_ms - self._state.cfg_issued_at_ms) // 1000)
 
     def _periodic(self) -> None:
         now = self._clock.now().mono_ms
@@ -367,21 +421,24 @@ class LockerDaemon:
             self._handle(self._read_bus())
         if now - self._last_resend_ms >= RESEND_AFTER_MS:
             self._last_resend_ms = now
-            self._resend(everything=False)
+            self._send_due(resend_before_mono_ms=now - RESEND_AFTER_MS)
+        if self._last_prune_ms is None or now - self._last_prune_ms >= PRUNE_EVERY_MS:
+            self._last_prune_ms = now
+            pruned = self._outbox.prune(trusted_time(self._state, self._clock.now())[0])
+            if pruned:
+                log.info("dropped %d archived events past the archive's bound", pruned)
         if now - self._last_tele_ms >= self._telemetry_every_ms and self._link.is_connected:
             self._last_tele_ms = now
-            age_s = None
             wall_ms, trust = trusted_time(self._state, self._clock.now())
-            if self._state.cfg_issued_at_ms:
-                age_s = max(0, (wall_ms - self._state.cfg_issued_at_ms) // 1000)
             tele = Telemetry(
                 device_id=self.device_id,
                 boot_id=self.boot_id,
                 uptime_s=(now - self._started_mono_ms) // 1000,
                 outbox_depth=self._outbox.depth(),
-                grant_list_age_s=age_s,
+                grant_list_age_s=self._grant_list_age_s(),
                 cfg_version=self._state.cfg_version,
                 refused_inputs=self._state.refused_inputs,
                 clock_trust=trust,
+                guarded=is_guarded(self._state, wall_ms),
             )
             self._link.publish("tele", encode(tele))

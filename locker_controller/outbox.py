@@ -1,37 +1,72 @@
 """The controller's event outbox: SQLite in the data directory, forgotten only on cloud acks.
 
-An event is committed here (``synchronous=FULL``) before it is published and before any latch
-moves; it leaves only when the *cloud* acknowledges it cumulatively for its boot id (a broker's
-PUBACK is not delivery). Events of earlier boots stay until acknowledged and are re-sent with
-their original ``(boot_id, seq)``, so the cloud can de-duplicate.
+An event is committed here (WAL, ``synchronous=FULL``) before it is published and before any
+latch moves. It stays *pending* until the **cloud** acknowledges it cumulatively for its boot id
+(a broker's PUBACK is not delivery), and is then kept as *archived* for :data:`ARCHIVE_MS` (30
+days), so a cloud restored from a backup can have it replayed: an acknowledgement lower than one
+already applied means the cloud lost what came after, and those events become pending again.
+
+Events are ordered by ``(boot_no, seq)``: ``boot_no`` counts this device's boots in this data
+directory (boot ids are random, so they cannot order), and each boot remembers the one before it
+and that boot's last sequence number, which the ``booted`` event carries so the cloud can notice
+a boot whose tail it never received.
+
+Example:
+    >>> box = Outbox(tmp_path / "outbox.sqlite3")
+    >>> previous = box.begin_boot("0123456789ab")   # None on the first boot
+    >>> box.append("0123456789ab", 1, b"{...}", wall_ms=1_800_000_000_000)
+    >>> box.acknowledge("0123456789ab", 1)
+    1
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
+ARCHIVE_MS = 30 * 24 * 60 * 60 * 1000
+"""How long acknowledged events are kept for replay after a cloud restore."""
+ARCHIVE_MAX_EVENTS = 200_000
+"""Bound on archived events whatever their age (a few hundred bytes each: ~100 MB at most)."""
+SCHEMA_VERSION = 2
+
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS boots (
+    boot_no INTEGER PRIMARY KEY AUTOINCREMENT,
+    boot_id TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS events (
     boot_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     payload BLOB NOT NULL,
     sent_mono_ms INTEGER,
+    boot_no INTEGER NOT NULL DEFAULT 0,
+    stored_wall_ms INTEGER NOT NULL DEFAULT 0,
+    acked INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (boot_id, seq)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_pending ON events (acked, boot_no, seq);
+"""
+
+_V1_UPGRADE = """
+ALTER TABLE events ADD COLUMN boot_no INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN stored_wall_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN acked INTEGER NOT NULL DEFAULT 0;
 """
 
 
-class Outbox:
-    """Durable queue of encoded events keyed by ``(boot_id, seq)``.
+@dataclass(frozen=True)
+class PreviousBoot:
+    """The boot before this one, and the last sequence number it committed."""
 
-    Example:
-        >>> box = Outbox(tmp_path / "outbox.sqlite3")
-        >>> box.append("0123456789ab", 1, b"{...}")
-        >>> box.acknowledge("0123456789ab", 1)
-        1
-    """
+    boot_id: str
+    last_seq: int
+
+
+class Outbox:
+    """Durable, ordered queue of encoded events keyed by ``(boot_id, seq)``, with an archive."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,14 +74,46 @@ class Outbox:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._migrate()
+        self._boot_no = 0
 
-    def append(self, boot_id: str, seq: int, payload: bytes) -> None:
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version >= SCHEMA_VERSION:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(events)")}
+        if columns and "acked" not in columns:  # an outbox written by version 1
+            for statement in _V1_UPGRADE.strip().splitlines():
+                self._db.execute(statement)
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._db.execute("COMMIT")
+
+    def begin_boot(self, boot_id: str) -> PreviousBoot | None:
+        """Register this boot; return the previous boot that committed events, if any."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute(
+                "SELECT boot_id, MAX(seq) FROM events WHERE boot_no ="
+                " (SELECT MAX(boot_no) FROM events)"
+            ).fetchone()
+            cursor = self._db.execute("INSERT INTO boots (boot_id) VALUES (?)", (boot_id,))
+            self._db.execute("COMMIT")
+            self._boot_no = int(cursor.lastrowid or 0)
+        if row is None or row[0] is None:
+            return None
+        return PreviousBoot(str(row[0]), int(row[1]))
+
+    def append(self, boot_id: str, seq: int, payload: bytes, wall_ms: int = 0) -> None:
         """Store one event durably (committed before this returns)."""
         with self._lock:
             self._db.execute(
-                "INSERT INTO events (boot_id, seq, payload) VALUES (?, ?, ?)",
-                (boot_id, seq, payload),
+                "INSERT INTO events (boot_id, seq, payload, boot_no, stored_wall_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (boot_id, seq, payload, self._boot_no, wall_ms),
             )
 
     def mark_sent(self, boot_id: str, seq: int, mono_ms: int) -> None:
@@ -57,41 +124,84 @@ class Outbox:
                 (mono_ms, boot_id, seq),
             )
 
+    def forget_sending(self) -> None:
+        """After a reconnect nothing is in flight: every pending event is due again, in order."""
+        with self._lock:
+            self._db.execute("UPDATE events SET sent_mono_ms = NULL WHERE acked = 0")
+
     def due(
         self, resend_before_mono_ms: int | None, limit: int = 100
     ) -> list[tuple[str, int, bytes]]:
-        """Events never sent, or (if given) last sent before ``resend_before_mono_ms``.
+        """Pending events never sent this connection, or last sent before the given instant.
 
-        ``sent_mono_ms`` is of the current boot; events sent by an earlier boot carry a value that
-        means nothing now, so callers pass ``None`` after a reconnect to re-send everything.
+        With ``resend_before_mono_ms`` None, only events not yet sent are returned.
         """
         with self._lock:
-            if resend_before_mono_ms is None:
-                rows = self._db.execute(
-                    "SELECT boot_id, seq, payload FROM events ORDER BY boot_id, seq LIMIT ?",
-                    (limit,),
-                ).fetchall()
-            else:
-                rows = self._db.execute(
-                    "SELECT boot_id, seq, payload FROM events"
-                    " WHERE sent_mono_ms IS NULL OR sent_mono_ms < ?"
-                    " ORDER BY boot_id, seq LIMIT ?",
-                    (resend_before_mono_ms, limit),
-                ).fetchall()
+            rows = self._db.execute(
+                "SELECT boot_id, seq, payload FROM events"
+                " WHERE acked = 0 AND (sent_mono_ms IS NULL OR sent_mono_ms < ?)"
+                " ORDER BY boot_no, seq LIMIT ?",
+                (-1 if resend_before_mono_ms is None else resend_before_mono_ms, limit),
+            ).fetchall()
         return [(str(b), int(s), bytes(p)) for b, s, p in rows]
 
-    def acknowledge(self, boot_id: str, seq: int) -> int:
-        """Forget every event of ``boot_id`` up to ``seq``; return how many were forgotten."""
+    def in_flight(self) -> int:
+        """Pending events sent and not yet acknowledged."""
         with self._lock:
-            cursor = self._db.execute(
-                "DELETE FROM events WHERE boot_id = ? AND seq <= ?", (boot_id, seq)
-            )
-        return cursor.rowcount
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM events WHERE acked = 0 AND sent_mono_ms IS NOT NULL"
+            ).fetchone()
+        return int(count)
+
+    def acknowledge(self, boot_id: str, seq: int) -> int:
+        """Apply the cloud's cumulative acknowledgement of ``boot_id`` up to ``seq``.
+
+        Returns how many pending events it archived. An acknowledgement *below* one already
+        applied means the cloud lost the events after ``seq`` (a restore from backup): those
+        still in the archive become pending again, to be replayed (returned as a negative count).
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            archived = self._db.execute(
+                "UPDATE events SET acked = 1 WHERE boot_id = ? AND seq <= ? AND acked = 0",
+                (boot_id, seq),
+            ).rowcount
+            replay = self._db.execute(
+                "UPDATE events SET acked = 0, sent_mono_ms = NULL"
+                " WHERE boot_id = ? AND seq > ? AND acked = 1",
+                (boot_id, seq),
+            ).rowcount
+            self._db.execute("COMMIT")
+        return archived if not replay else -replay
+
+    def prune(self, now_wall_ms: int) -> int:
+        """Drop archived events older than :data:`ARCHIVE_MS`, and beyond
+        :data:`ARCHIVE_MAX_EVENTS`; pending events are never dropped. Return how many."""
+        with self._lock:
+            dropped = self._db.execute(
+                "DELETE FROM events WHERE acked = 1 AND stored_wall_ms < ?",
+                (now_wall_ms - ARCHIVE_MS,),
+            ).rowcount
+            (archived,) = self._db.execute("SELECT COUNT(*) FROM events WHERE acked = 1").fetchone()
+            excess = int(archived) - ARCHIVE_MAX_EVENTS
+            if excess > 0:
+                dropped += self._db.execute(
+                    "DELETE FROM events WHERE (boot_id, seq) IN (SELECT boot_id, seq FROM events"
+                    " WHERE acked = 1 ORDER BY boot_no, seq LIMIT ?)",
+                    (excess,),
+                ).rowcount
+        return dropped
 
     def depth(self) -> int:
         """How many events await the cloud's acknowledgement."""
         with self._lock:
-            (count,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
+            (count,) = self._db.execute("SELECT COUNT(*) FROM events WHERE acked = 0").fetchone()
+        return int(count)
+
+    def archived(self) -> int:
+        """How many acknowledged events are kept for replay."""
+        with self._lock:
+            (count,) = self._db.execute("SELECT COUNT(*) FROM events WHERE acked = 1").fetchone()
         return int(count)
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from cloud_api.store import MIGRATIONS
 from linli.contract import TOPICS
 from station.broker import BrokerInfo, free_port
 
@@ -46,9 +47,10 @@ def test_contract_schema_exports_every_topic() -> None:
 
 def test_db_migrate_honours_data_dir_and_env(tmp_path: Path) -> None:
     first = _linli("db", "migrate", "--data-dir", str(tmp_path / "a"))
-    assert first.returncode == 0 and "schema version 0 -> 1" in first.stdout
+    latest = len(MIGRATIONS)
+    assert first.returncode == 0 and f"schema version 0 -> {latest}" in first.stdout
     again = _linli("db", "migrate", "--data-dir", str(tmp_path / "a"))
-    assert "schema version 1 -> 1" in again.stdout
+    assert f"schema version {latest} -> {latest}" in again.stdout
     env = dict(os.environ, LINLI_DATA_DIR=str(tmp_path / "from-env"))
     assert _linli("db", "migrate", env=env).returncode == 0
     assert (tmp_path / "from-env" / "cloud.sqlite3").exists()

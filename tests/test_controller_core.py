@@ -462,7 +462,13 @@ def test_a_refused_code_never_pulses_and_changes_nothing(
     assert record.data == {"channel": CHANNEL}
     as_contract_event(record)
     assert ShowMessage(CHANNEL, f"code.refused.{case.reason}") in outputs
-    assert rig.state == replace(before, refused_inputs=before.refused_inputs + 1)
+    expected = replace(before, refused_inputs=before.refused_inputs + 1)
+    if case.reason in ("malformed", "unknown_code"):  # entries that could be guesses count
+        assert rig.state.throttle.channels[CHANNEL].failures == 1
+        assert rig.state.throttle.bank.failures == before.throttle.bank.failures + 1
+        expected = replace(expected, throttle=rig.state.throttle)
+    # A code that matched a grant reveals nothing a guesser can use: the throttle is untouched.
+    assert rig.state == expected
 
 
 @pytest.mark.parametrize("reason", sorted({c.reason for c in CODE_CASES}))
@@ -852,11 +858,15 @@ def test_the_same_version_again_only_teaches_newer_time(fake_clock: FakeClock) -
     assert rig.feed(ConfigArrived(config(2, [], issued_at_ms=T0 - 1))) == []
     assert rig.state == before
 
-    # Re-signed later by the cloud: the time is news, the content is not.
-    assert rig.feed(ConfigArrived(config(2, [], issued_at_ms=T0 + 5_000))) == []
+    # Re-signed later by the cloud: the time is news, and so is the cloud's word that the list
+    # is current (its age restarts); the content is not.
+    assert rig.feed(ConfigArrived(config(2, [], issued_at_ms=T0 + 5_000))) == [
+        ReportConfig("applied")
+    ]
     assert rig.state.time.floor_wall_ms == T0 + 5_000
+    assert rig.state.cfg_issued_at_ms == T0 + 5_000
     assert rig.state.grants == before.grants
-    assert replace(rig.state, time=before.time) == before
+    assert replace(rig.state, time=before.time, cfg_issued_at_ms=T0) == before
 
 
 def _unsigned_envelope() -> bytes:

@@ -27,7 +27,7 @@ from locker_controller.core.model import (
     TimeState,
 )
 from locker_controller.core.persist import DOCUMENT_VERSION, from_document, to_document
-from locker_controller.outbox import Outbox
+from locker_controller.outbox import ARCHIVE_MS, Outbox, PreviousBoot
 from locker_controller.statestore import StateStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +39,8 @@ IDENTITY = Identity(device_id="locker-t1", cloud_keys={}, code_hash_key=CODE_KEY
 
 
 def seqs(box: Outbox, boot_id: str | None = None) -> list[int]:
+    """Sequence numbers of the pending events (of one boot), in sending order."""
+    box.forget_sending()
     return [s for b, s, _ in box.due(None, limit=1_000_000) if boot_id in (None, b)]
 
 
@@ -48,38 +50,48 @@ def seqs(box: Outbox, boot_id: str | None = None) -> list[int]:
 @pytest.fixture
 def outbox(tmp_path: Path) -> Iterator[Outbox]:
     box = Outbox(tmp_path / "outbox.sqlite3")
+    box.begin_boot(BOOT_A)
     yield box
     box.close()
 
 
-def test_outbox_keeps_events_in_order_per_boot(outbox: Outbox) -> None:
+def test_outbox_orders_events_by_boot_then_seq_not_by_boot_id(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.sqlite3")
+    assert box.begin_boot(BOOT_B) is None  # boot ids are random: "b..." boots first here
     for seq in (1, 2, 3):
-        outbox.append(BOOT_B, seq, f"b{seq}".encode())
+        box.append(BOOT_B, seq, f"b{seq}".encode())
+    assert box.begin_boot(BOOT_A) == PreviousBoot(BOOT_B, 3)
     for seq in (1, 2):
-        outbox.append(BOOT_A, seq, f"a{seq}".encode())
-    assert outbox.depth() == 5
-    assert outbox.due(None) == [
-        (BOOT_A, 1, b"a1"),
-        (BOOT_A, 2, b"a2"),
+        box.append(BOOT_A, seq, f"a{seq}".encode())
+
+    assert box.depth() == 5
+    assert box.due(None) == [
         (BOOT_B, 1, b"b1"),
         (BOOT_B, 2, b"b2"),
         (BOOT_B, 3, b"b3"),
+        (BOOT_A, 1, b"a1"),
+        (BOOT_A, 2, b"a2"),
     ]
-    assert outbox.due(None, limit=2) == [(BOOT_A, 1, b"a1"), (BOOT_A, 2, b"a2")]
+    assert box.due(None, limit=2) == [(BOOT_B, 1, b"b1"), (BOOT_B, 2, b"b2")]
+    box.close()
 
 
-def test_outbox_due_resends_only_what_was_not_sent_recently(outbox: Outbox) -> None:
+def test_outbox_due_is_what_was_never_sent_or_sent_long_ago(outbox: Outbox) -> None:
     for seq in (1, 2, 3):
         outbox.append(BOOT_A, seq, b"x")
     outbox.mark_sent(BOOT_A, 1, mono_ms=100)
     outbox.mark_sent(BOOT_A, 2, mono_ms=500)
+    assert outbox.in_flight() == 2
     assert [s for _, s, _ in outbox.due(resend_before_mono_ms=300)] == [1, 3]
     assert [s for _, s, _ in outbox.due(resend_before_mono_ms=600)] == [1, 2, 3]
     assert [s for _, s, _ in outbox.due(resend_before_mono_ms=50)] == [3]
-    assert seqs(outbox) == [1, 2, 3]  # after a reconnect: everything
+    assert [s for _, s, _ in outbox.due(None)] == [3]
+    outbox.forget_sending()  # a new connection: nothing is in flight
+    assert outbox.in_flight() == 0
+    assert [s for _, s, _ in outbox.due(None)] == [1, 2, 3]
 
 
-def test_outbox_ack_is_cumulative_per_boot_and_leaves_other_boots(outbox: Outbox) -> None:
+def test_outbox_ack_is_cumulative_per_boot_and_archives(outbox: Outbox) -> None:
     for seq in range(1, 6):
         outbox.append(BOOT_A, seq, b"a")
         outbox.append(BOOT_B, seq, b"b")
@@ -87,13 +99,26 @@ def test_outbox_ack_is_cumulative_per_boot_and_leaves_other_boots(outbox: Outbox
     assert outbox.acknowledge(BOOT_A, 3) == 3
     assert seqs(outbox, BOOT_A) == [4, 5]
     assert seqs(outbox, BOOT_B) == [1, 2, 3, 4, 5]
-    assert outbox.acknowledge(BOOT_A, 3) == 0  # a repeated ack forgets nothing more
-    assert outbox.acknowledge(BOOT_A, 2) == 0  # nor does an older one
+    assert outbox.acknowledge(BOOT_A, 3) == 0  # a repeated ack changes nothing
     assert outbox.acknowledge("cccccccccccc", 100) == 0
-    assert outbox.depth() == 7
+    assert (outbox.depth(), outbox.archived()) == (7, 3)
     assert outbox.acknowledge(BOOT_A, 100) == 2
-    assert outbox.depth() == 5
+    assert (outbox.depth(), outbox.archived()) == (5, 5)
     assert seqs(outbox, BOOT_B) == [1, 2, 3, 4, 5]
+
+
+def test_an_ack_lower_than_one_applied_replays_the_archive(outbox: Outbox) -> None:
+    """A cloud restored from a backup acknowledges less than it once did: what it lost is sent
+    again from the archive, in order, and acknowledged again."""
+    for seq in range(1, 6):
+        outbox.append(BOOT_A, seq, f"a{seq}".encode())
+    assert outbox.acknowledge(BOOT_A, 5) == 5
+    assert outbox.depth() == 0
+
+    assert outbox.acknowledge(BOOT_A, 2) == -3
+    assert outbox.due(None) == [(BOOT_A, 3, b"a3"), (BOOT_A, 4, b"a4"), (BOOT_A, 5, b"a5")]
+    assert outbox.acknowledge(BOOT_A, 5) == 3
+    assert (outbox.depth(), outbox.archived()) == (0, 5)
 
 
 def test_outbox_never_overwrites_an_event(outbox: Outbox) -> None:
@@ -106,6 +131,7 @@ def test_outbox_never_overwrites_an_event(outbox: Outbox) -> None:
 def test_outbox_survives_close_and_reopen(tmp_path: Path) -> None:
     path = tmp_path / "data" / "outbox.sqlite3"
     box = Outbox(path)
+    box.begin_boot(BOOT_A)
     payloads = {seq: bytes([seq]) * seq + b"\x00\xff" for seq in range(1, 8)}
     for seq, payload in payloads.items():
         box.append(BOOT_A, seq, payload)
@@ -115,11 +141,50 @@ def test_outbox_survives_close_and_reopen(tmp_path: Path) -> None:
 
     reopened = Outbox(path)
     try:
-        assert reopened.due(None) == [(BOOT_A, s, p) for s, p in payloads.items() if s > 1]
+        assert reopened.begin_boot(BOOT_B) == PreviousBoot(BOOT_A, 7)
         assert [s for _, s, _ in reopened.due(resend_before_mono_ms=5)] == [3, 4, 5, 6, 7]
-        assert reopened.depth() == 6
+        reopened.forget_sending()
+        assert reopened.due(None) == [(BOOT_A, s, p) for s, p in payloads.items() if s > 1]
+        assert (reopened.depth(), reopened.archived()) == (6, 1)
     finally:
         reopened.close()
+
+
+def test_the_archive_is_bounded_by_age_and_count_and_never_drops_pending(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day = 24 * 60 * 60 * 1000
+    for seq in range(1, 11):
+        outbox.append(BOOT_A, seq, b"x", wall_ms=T0 + seq * day)
+    outbox.acknowledge(BOOT_A, 8)
+
+    assert outbox.prune(T0 + 8 * day + ARCHIVE_MS) == 7  # acknowledged and older than 30 days
+    assert (outbox.depth(), outbox.archived()) == (2, 1)
+    monkeypatch.setattr("locker_controller.outbox.ARCHIVE_MAX_EVENTS", 0)
+    assert outbox.prune(T0) == 1
+    assert outbox.prune(T0 + 1000 * day) == 0  # pending events stay, however old
+    assert seqs(outbox) == [9, 10]
+
+
+def test_an_outbox_of_version_1_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE events (boot_id TEXT NOT NULL, seq INTEGER NOT NULL, payload BLOB NOT NULL,"
+        " sent_mono_ms INTEGER, PRIMARY KEY (boot_id, seq)) WITHOUT ROWID"
+    )
+    db.executemany(
+        "INSERT INTO events VALUES (?, ?, ?, ?)", [(BOOT_B, 1, b"1", None), (BOOT_B, 2, b"2", 7)]
+    )
+    db.commit()
+    db.close()
+
+    box = Outbox(path)
+    assert box.begin_boot(BOOT_A) == PreviousBoot(BOOT_B, 2)
+    box.append(BOOT_A, 1, b"new")
+    assert seqs(box) == [1, 2, 1]
+    assert [b for b, _, _ in box.due(None)] == [BOOT_B, BOOT_B, BOOT_A]  # old events first
+    box.close()
 
 
 # --- state store ------------------------------------------------------------------------------
@@ -331,7 +396,7 @@ def test_a_document_of_an_unknown_version_is_refused() -> None:
 WRITER = r"""
 import sys
 from pathlib import Path
-from locker_controller.outbox import Outbox
+from locker_controller.outbox import ARCHIVE_MS, Outbox, PreviousBoot
 from locker_controller.statestore import StateStore
 
 data = Path(sys.argv[1])

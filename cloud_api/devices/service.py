@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 from collections import Counter
 from typing import Protocol
@@ -40,6 +41,7 @@ from linli.contract import (
     parse_topic,
     sign_body,
 )
+from linli.crash import crash_point
 from linli.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -226,8 +228,18 @@ class DeviceService:
             )
 
     def _on_event(self, event: Event) -> None:
+        """Store an event once by ``(device, boot, seq)``, settle it, acknowledge the boot.
+
+        The acknowledgement is cumulative: the highest ``seq`` up to which every event of that
+        boot is stored (0 when none is), so a device re-sends what the cloud lacks; an ack below
+        what it was once told means the cloud lost events (a restore), and the device replays
+        them from its archive. A ``booted`` event names the previous boot and its last ``seq``:
+        if the cloud lacks that boot's tail it acknowledges what it has of it, which asks for the
+        rest (gap detection across reboots).
+        """
         now = self._now()
         grants_changed = False
+        acks: list[Ack] = []
         with self._store.write() as db:
             inserted = db.execute(
                 "INSERT OR IGNORE INTO device_events (device_id, boot_id, seq, type, compartment,"
@@ -251,26 +263,37 @@ class DeviceService:
             ).rowcount
             if inserted:
                 grants_changed = apply_event(db, event, now)
-            head_row = db.execute(
-                "SELECT contiguous_seq FROM event_heads WHERE device_id = ? AND boot_id = ?",
-                (event.device_id, event.boot_id),
-            ).fetchone()
-            head = head_row["contiguous_seq"] if head_row else 0
-            while db.execute(
-                "SELECT 1 FROM device_events WHERE device_id = ? AND boot_id = ? AND seq = ?",
-                (event.device_id, event.boot_id, head + 1),
-            ).fetchone():
-                head += 1
-            db.execute(
-                "INSERT INTO event_heads (device_id, boot_id, contiguous_seq) VALUES (?,?,?)"
-                " ON CONFLICT (device_id, boot_id) DO UPDATE SET contiguous_seq = excluded.contiguous_seq",
-                (event.device_id, event.boot_id, head),
-            )
-        if head > 0:
-            ack = Ack(device_id=event.device_id, boot_id=event.boot_id, seq=head)
+            head = _advance_head(db, event.device_id, event.boot_id, event.seq, 0)
+            acks.append(Ack(device_id=event.device_id, boot_id=event.boot_id, seq=head))
+            previous = event.data.get("previous_boot")
+            last_seq = event.data.get("previous_last_seq")
+            if event.type == "booted" and isinstance(previous, str) and isinstance(last_seq, int):
+                held = _advance_head(db, event.device_id, previous, 0, last_seq)
+                if held < last_seq:
+                    acks.append(Ack(device_id=event.device_id, boot_id=previous, seq=held))
+        crash_point("cloud.event_stored")
+        for ack in acks:
             self._publisher.publish(event.device_id, "ack", encode(ack))
         if grants_changed:
             self.publish_config(event.device_id)
+
+    def gaps(self, device_id: str) -> list[dict[str, object]]:
+        """Boots of a device whose events the cloud does not hold contiguously: what it has
+        (``have_through``) and the highest ``seq`` it knows exists (``known_through``)."""
+        rows = self._store.read(
+            "SELECT boot_id, contiguous_seq, MAX(highest_seq, expected_seq) AS known"
+            " FROM event_heads WHERE device_id = ? AND MAX(highest_seq, expected_seq)"
+            " > contiguous_seq ORDER BY boot_id",
+            (device_id,),
+        )
+        return [
+            {
+                "boot_id": r["boot_id"],
+                "have_through": r["contiguous_seq"],
+                "known_through": r["known"],
+            }
+            for r in rows
+        ]
 
     def _on_result(self, result: CommandResult) -> None:
         if result.cmd_id is None:
@@ -397,3 +420,29 @@ class DeviceService:
         return [
             json.loads(r["payload"]) | {"received_ms": r["received_ms"]} for r in reversed(rows)
         ]
+
+
+def _advance_head(
+    db: sqlite3.Connection, device_id: str, boot_id: str, seq: int, expected_seq: int
+) -> int:
+    """Record that ``seq`` of a boot arrived (0: none) and that ``expected_seq`` exists; return
+    the highest seq up to which every event of that boot is stored."""
+    row = db.execute(
+        "SELECT contiguous_seq FROM event_heads WHERE device_id = ? AND boot_id = ?",
+        (device_id, boot_id),
+    ).fetchone()
+    head = row["contiguous_seq"] if row else 0
+    while db.execute(
+        "SELECT 1 FROM device_events WHERE device_id = ? AND boot_id = ? AND seq = ?",
+        (device_id, boot_id, head + 1),
+    ).fetchone():
+        head += 1
+    db.execute(
+        "INSERT INTO event_heads (device_id, boot_id, contiguous_seq, highest_seq, expected_seq)"
+        " VALUES (?,?,?,?,?) ON CONFLICT (device_id, boot_id) DO UPDATE SET"
+        " contiguous_seq = excluded.contiguous_seq,"
+        " highest_seq = MAX(highest_seq, excluded.highest_seq),"
+        " expected_seq = MAX(expected_seq, excluded.expected_seq)",
+        (device_id, boot_id, head, seq, expected_seq),
+    )
+    return int(head)

@@ -12,7 +12,7 @@ import json
 import sqlite3
 
 from cloud_api.keys import CloudKeys
-from linli.codes import derive_code, hash_code
+from linli.codes import derive_code, guard_hash, hash_code, phone_digits
 from linli.contract import CompartmentPolicy, ConfigBody, Grant, sign_body
 from linli.ids import new_id
 
@@ -83,22 +83,30 @@ def build_config(
         r["name"]: CompartmentPolicy(size=r["size"])
         for r in db.execute("SELECT name, size FROM compartments WHERE device_id = ?", (device_id,))
     }
-    grants = [
-        Grant(
-            grant_id=r["id"],
-            compartment=r["compartment"],
-            purpose=r["purpose"],
-            valid_from_ms=r["valid_from_ms"],
-            valid_until_ms=r["valid_until_ms"],
-            code_hash=hash_code(device_key, code_of(keys, r["id"], r["code_counter"])),
-            epoch=r["epoch"],
+    grants = []
+    for r in db.execute(
+        "SELECT g.*, p.login AS phone FROM grants g"
+        " LEFT JOIN people p ON p.id = g.person_id AND p.role = 'resident'"
+        " WHERE g.device_id = ? AND g.status = 'active' AND g.valid_until_ms > ?"
+        " ORDER BY g.created_ms, g.id",
+        (device_id, now_ms),
+    ):
+        code = code_of(keys, r["id"], r["code_counter"])
+        # A resident signs in with their phone number: its last four digits guard the code while
+        # the bank is guarded against guessing (docs/security.md).
+        digits = phone_digits(r["phone"]) if r["phone"] else None
+        grants.append(
+            Grant(
+                grant_id=r["id"],
+                compartment=r["compartment"],
+                purpose=r["purpose"],
+                valid_from_ms=r["valid_from_ms"],
+                valid_until_ms=r["valid_until_ms"],
+                code_hash=hash_code(device_key, code),
+                epoch=r["epoch"],
+                guard_hash=guard_hash(device_key, code, digits) if digits else None,
+            )
         )
-        for r in db.execute(
-            "SELECT * FROM grants WHERE device_id = ? AND status = 'active' AND valid_until_ms > ?"
-            " ORDER BY created_ms, id",
-            (device_id, now_ms),
-        )
-    ]
     return ConfigBody(
         device_id=device_id,
         version=version,

@@ -91,8 +91,9 @@ def apply_event(db: sqlite3.Connection, event: Event, now_ms: int) -> bool:
         ).fetchone()
     if grant is not None and grant["item_id"] is not None:
         item = db.execute("SELECT * FROM items WHERE id = ?", (grant["item_id"],)).fetchone()
-    elif event.compartment is not None:
+    elif event.compartment is not None and event.grant_id is None:
         # An item sensor can report the item gone after the door closed (no grant id then).
+        # An event naming another grant (a drop-off into this compartment) settles nothing here.
         item = db.execute(
             "SELECT * FROM items WHERE device_id = ? AND compartment = ?"
             " AND status IN ('reserved', 'collecting')",

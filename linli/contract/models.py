@@ -60,6 +60,9 @@ AlarmReason = Literal[
     "item_left_behind",
     "occupancy_unexplained",
     "impossible_transition",
+    "grant_list_stale",
+    "code_guessing",
+    "guess_budget_spent",
 ]
 """Reasons of ``alarm`` events (docs/contract.md, "Alarms")."""
 
@@ -149,6 +152,8 @@ class Telemetry(Message):
     cfg_version: Annotated[int, Field(ge=0)] = 0
     refused_inputs: Annotated[int, Field(ge=0)] = 0
     clock_trust: Trust | None = None
+    guarded: bool | None = None
+    """The guess budget is spent: codes are checked only with the phone's last four digits."""
     cpu_temp_c: float | None = None
     throttled: int | None = None
 
@@ -169,6 +174,8 @@ class ConfigReport(Message):
     refused_version: int | None = None
     reason: Reason | None = None
     grants: Annotated[int, Field(ge=0)] = 0
+    grant_list_age_s: Annotated[int, Field(ge=0)] | None = None
+    """Seconds since the cloud last signed the applied list (its ``issued_at_ms``)."""
 
 
 # --- signed bodies --------------------------------------------------------------------------
@@ -204,6 +211,10 @@ class Grant(BaseModel):
     valid_until_ms: Millis
     code_hash: HexHash
     epoch: Annotated[int, Field(ge=0)]
+    guard_hash: HexHash | None = None
+    """The keyed hash of the code followed by the last four digits of the phone it was sent to
+    (:func:`linli.codes.guard_hash`), checked instead of the code alone while the bank is guarded
+    against guessing (docs/security.md). None when the grant's holder has no phone on file."""
 
 
 class CompartmentPolicy(BaseModel):
@@ -226,6 +237,9 @@ class ConfigBody(Message):
     compartments: dict[CompartmentName, CompartmentPolicy]
     grants: list[Grant] = Field(max_length=1000)
     revoked: list[ShortId] = Field(default_factory=list, max_length=1000)
+    stale_after_s: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 3600
+    """The policy bound on the list's age: past it the controller raises ``grant_list_stale``
+    (unexpired grants keep working). The cloud re-signs the list every few minutes."""
 
 
 class SignedEnvelope(BaseModel):

@@ -29,10 +29,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from linli.clock import Now
-from linli.codes import hash_code, normalize_code
+from linli.codes import guard_hash, hash_code, split_entry
 from linli.contract.envelope import verify_envelope
 from linli.contract.errors import ContractError
-from linli.contract.models import CommandBody, ConfigBody, Grant, GrantPurpose, Trust
+from linli.contract.models import AlarmReason, CommandBody, ConfigBody, Grant, Trust
 from linli.contract.topics import decode_json
 from locker_controller.core.compartment import (
     Authorization,
@@ -152,15 +152,6 @@ def _refuse_input(state: ControllerState) -> ControllerState:
     return replace(state, refused_inputs=state.refused_inputs + 1)
 
 
-def _find(grants: Mapping[str, Grant], code_hash: str) -> Grant | None:
-    """The grant listed under this keyed code hash.
-
-    A dict lookup: constant in the list's size, and its timing reveals nothing an attacker can
-    use — the hash is keyed with the device's code key, which a guesser does not have.
-    """
-    return grants.get(code_hash)
-
-
 def _settle(state: ControllerState, name: str, now: Now) -> Result:
     """Turn one compartment's settled readings and passed deadlines into stimuli.
 
@@ -273,55 +264,54 @@ def _continue_open_all(state: ControllerState, now: Now) -> Result:
 # --- handlers -------------------------------------------------------------------------------
 
 
-def _on_code(state: ControllerState, event: CodeEntered, now: Now) -> Result:
-    def refuse(reason: str, grant: Grant | None = None) -> Result:
-        return _refuse_input(state), [
-            RecordEvent(
-                "code_refused",
-                compartment=grant.compartment if grant else None,
-                grant_id=grant.grant_id if grant else None,
-                reason=reason,
-                data={"channel": event.channel},
-            ),
-            ShowMessage(event.channel, f"code.refused.{reason}"),
-        ]
+def _live_codes(state: ControllerState, wall_ms: int) -> int:
+    """Codes a guess could hit right now: grants not expired and not consumed."""
+    return sum(
+        1
+        for g in state.grants.values()
+        if g.valid_until_ms >= wall_ms and not state.uses.get(g.grant_id, GrantUse()).is_consumed
+    )
 
-    code = normalize_code(event.code)
-    if code is None:
-        return refuse("malformed")
-    entered_hash = hash_code(state.identity.code_hash_key, code)
-    grant = _find(state.grants, entered_hash)
-    if grant is None:
-        retired = _find(state.retired, entered_hash)
-        if retired is None:
-            return refuse("unknown_code")
-        is_consumed = state.uses.get(retired.grant_id, GrantUse()).is_consumed
-        return refuse("used" if is_consumed else "withdrawn", retired)
-    wall_ms, _ = trusted_time(state, now)
+
+def is_guarded(state: ControllerState, wall_ms: int) -> bool:
+    """Whether the bank checks codes only with the phone's last four digits (docs/security.md)."""
+    return state.throttle.is_guarded(wall_ms, _live_codes(state, wall_ms))
+
+
+def _grant_refusal(state: ControllerState, grant: Grant, wall_ms: int, now: Now) -> str | None:
+    """Why a listed grant may not pulse its latch now, or None (codes and remote opens alike)."""
     if wall_ms > grant.valid_until_ms:
-        return refuse("expired", grant)
+        return "expired"
     if wall_ms < grant.valid_from_ms:
-        return refuse("not_yet_valid", grant)
+        return "not_yet_valid"
     compartment = state.compartments.get(grant.compartment)
     if compartment is None or compartment.needs_attention:
-        return refuse("out_of_service", grant)
+        return "out_of_service"
     if grant.epoch != compartment.epoch:
-        return refuse("stale_epoch", grant)
+        return "stale_epoch"
     use = state.uses.get(grant.grant_id, GrantUse())
     if use.is_consumed:
-        return refuse("used", grant)
+        return "used"
     if use.pulses >= MAX_PULSES_PER_GRANT or (
         use.pulses > 0 and wall_ms - use.first_pulse_wall_ms > PULSE_RETRY_WINDOW_MS
     ):
-        return refuse("pulse_limit", grant)
-    refusal = pulse_refusal(state, compartment, now, is_service=False)
-    if refusal is not None:
-        return refuse(refusal, grant)
+        return "pulse_limit"
+    return pulse_refusal(state, compartment, now, is_service=False)
 
+
+def _retired_refusal(state: ControllerState, grant: Grant) -> str:
+    """A grant the cloud dropped after it pulsed: used, or withdrawn."""
+    return "used" if state.uses.get(grant.grant_id, GrantUse()).is_consumed else "withdrawn"
+
+
+def _spend_grant(
+    state: ControllerState, grant: Grant, wall_ms: int, now: Now, *, cmd_id: str | None = None
+) -> Result:
+    """Count one pulse of ``grant`` (persisted before the pulse) and start it."""
+    use = state.uses.get(grant.grant_id, GrantUse())
     uses = dict(state.uses)
     uses[grant.grant_id] = GrantUse(
-        pulses=use.pulses + 1,
-        first_pulse_wall_ms=use.first_pulse_wall_ms or wall_ms,
+        pulses=use.pulses + 1, first_pulse_wall_ms=use.first_pulse_wall_ms or wall_ms
     )
     state = replace(state, uses=uses)
     auth = Authorization(
@@ -329,15 +319,122 @@ def _on_code(state: ControllerState, event: CodeEntered, now: Now) -> Result:
         purpose=grant.purpose,
         token=f"{grant.grant_id}#{use.pulses + 1}",
         grant_id=grant.grant_id,
+        cmd_id=cmd_id,
     )
+    return apply_pulse(state, grant.compartment, now, auth)
+
+
+def _bank_alarms(state: ControllerState, wall_ms: int) -> Result:
+    """Raise or clear the bank-wide alarms whose condition changed: a stale grant list, someone
+    guessing codes (the bank backs off), the guess budget spent (the bank is guarded)."""
+    conditions: dict[AlarmReason, bool] = {
+        "grant_list_stale": state.cfg_issued_at_ms > 0
+        and wall_ms - state.cfg_issued_at_ms > state.stale_after_ms,
+        "code_guessing": state.throttle.is_backing_off(wall_ms),
+        "guess_budget_spent": is_guarded(state, wall_ms),
+    }
+    outputs: list[Output] = []
+    raised = set(state.raised)
+    for reason, holds in conditions.items():
+        if holds and reason not in raised:
+            raised.add(reason)
+            outputs.append(RecordEvent("alarm", reason=reason, data=_alarm_data(state, wall_ms)))
+        elif not holds and reason in raised:
+            raised.discard(reason)
+            outputs.append(RecordEvent("alarm_cleared", reason=reason))
+        else:
+            continue
+        if reason == "grant_list_stale":  # the retained report shows the list's age
+            outputs.append(ReportConfig("applied"))
+    if not outputs:
+        return state, []
+    return replace(state, raised=frozenset(raised)), outputs
+
+
+def _alarm_data(state: ControllerState, wall_ms: int) -> dict[str, str | int | bool | None]:
+    return {
+        "grant_list_age_s": max(0, wall_ms - state.cfg_issued_at_ms) // 1000
+        if state.cfg_issued_at_ms
+        else None,
+        "failures": state.throttle.bank.count(wall_ms),
+        "budget_spent": state.throttle.spent(wall_ms),
+    }
+
+
+def _on_code(state: ControllerState, event: CodeEntered, now: Now) -> Result:
+    """A code entered at a keypad, kiosk or local command: throttle, then check it locally.
+
+    An entry is eight digits (the code) or twelve (the code and the last four digits of the
+    holder's phone, required while the bank is guarded). Entries during a back-off are not
+    checked at all. Failures that reveal nothing about a live code (a matched grant that is
+    expired, used, ...) are not counted; unknown and malformed entries are (docs/security.md).
+    """
+    channel = event.channel
+    wall_ms, _ = trusted_time(state, now)
+    throttle = state.throttle
+    wait_ms = throttle.wait_ms(channel, wall_ms)
+    if wait_ms > 0:
+        seconds = str(-(-wait_ms // 1000))
+        return _refuse_input(state), [
+            ShowMessage(channel, "code.refused.throttled", {"seconds": seconds})
+        ]
+
+    def refuse(reason: str, grant: Grant | None = None) -> tuple[ControllerState, list[Output]]:
+        return _refuse_input(state), [
+            RecordEvent(
+                "code_refused",
+                compartment=grant.compartment if grant else None,
+                grant_id=grant.grant_id if grant else None,
+                reason=reason,
+                data={"channel": channel},
+            ),
+            ShowMessage(channel, f"code.refused.{reason}"),
+        ]
+
+    def fail(reason: str, live_codes: int = 0) -> Result:
+        failed, outputs = refuse(reason)
+        failed = replace(failed, throttle=throttle.failed(channel, wall_ms, live_codes=live_codes))
+        failed, alarms = _bank_alarms(failed, wall_ms)
+        return failed, [*alarms, *outputs]
+
+    entry = split_entry(event.code)
+    if entry is None:
+        return fail("malformed")
+    code, phone_digits = entry
+    key = state.identity.code_hash_key
+    if phone_digits is None:
+        live_codes = _live_codes(state, wall_ms)
+        if throttle.is_guarded(wall_ms, live_codes):
+            return fail("guarded")  # not checked: a code alone reveals nothing while guarded
+        entered = hash_code(key, code)
+        grant = state.grants.get(entered)
+        if grant is None:
+            retired = state.retired.get(entered)
+            if retired is None:
+                return fail("unknown_code", live_codes)
+            return refuse(_retired_refusal(state, retired), retired)
+    else:
+        entered = guard_hash(key, code, phone_digits)
+        grant = next((g for g in state.grants.values() if g.guard_hash == entered), None)
+        if grant is None:
+            retired = next((g for g in state.retired.values() if g.guard_hash == entered), None)
+            if retired is None:
+                return fail("unknown_code")
+            return refuse(_retired_refusal(state, retired), retired)
+    refusal = _grant_refusal(state, grant, wall_ms, now)
+    if refusal is not None:
+        return refuse(refusal, grant)
+
+    pulse = state.uses.get(grant.grant_id, GrantUse()).pulses + 1
+    state = replace(state, throttle=throttle.succeeded(channel))
     accepted = RecordEvent(
         "code_accepted",
         compartment=grant.compartment,
         grant_id=grant.grant_id,
-        data={"channel": event.channel, "pulse": use.pulses + 1},
+        data={"channel": channel, "pulse": pulse},
     )
-    state, outputs = apply_pulse(state, grant.compartment, now, auth)
-    shown = ShowMessage(event.channel, "code.accepted", {"compartment": grant.compartment})
+    state, outputs = _spend_grant(state, grant, wall_ms, now)
+    shown = ShowMessage(channel, "code.accepted", {"compartment": grant.compartment})
     return state, [accepted, *outputs, shown]
 
 
@@ -403,26 +500,42 @@ def _on_command(state: ControllerState, event: CommandArrived, now: Now) -> Resu
         state = replace(state, window=state.window.accept(command.seq))
         state, outputs = apply(state, compartment.name, "attention_cleared", now)
         return state, [*outputs, ReplyToCommand(command.id, ok=True)]
-    # "open": a resident's remote open names its grant; a maintainer's service open does not,
-    # and may open a compartment that needs attention.
-    refusal = pulse_refusal(state, compartment, now, is_service=command.grant_id is None)
+    # "open": a resident's remote open names its grant and spends one of its pulses, under every
+    # check a code gets (the used-code set on the device is authoritative); a maintainer's
+    # service open names no grant, and may open a compartment that needs attention.
+    if command.grant_id is not None:
+        wall_ms, _ = trusted_time(state, now)
+        grant, refusal = _remote_open_grant(state, command.grant_id, compartment, wall_ms, now)
+        if grant is None or refusal is not None:
+            return refuse(refusal or "unknown_grant", command.id)
+        state = replace(state, window=state.window.accept(command.seq))
+        state, outputs = _spend_grant(state, grant, wall_ms, now, cmd_id=command.id)
+        return state, [*outputs, ReplyToCommand(command.id, ok=True)]
+    refusal = pulse_refusal(state, compartment, now, is_service=True)
     if refusal is not None:
         return refuse(refusal, command.id)
     state = replace(state, window=state.window.accept(command.seq))
-    purpose: GrantPurpose | None = "maintenance"
-    if command.grant_id is not None:  # a resident's remote open: the purpose of that grant
-        purpose = next(
-            (g.purpose for g in state.grants.values() if g.grant_id == command.grant_id), None
-        )
     auth = Authorization(
-        by=command.grant_id or command.id,
-        purpose=purpose,
+        by=command.id,
+        purpose="maintenance",
         token=f"cmd:{command.id}:{compartment.name}",
-        grant_id=command.grant_id,
         cmd_id=command.id,
     )
     state, outputs = apply_pulse(state, compartment.name, now, auth)
     return state, [*outputs, ReplyToCommand(command.id, ok=True)]
+
+
+def _remote_open_grant(
+    state: ControllerState, grant_id: str, compartment: Compartment, wall_ms: int, now: Now
+) -> tuple[Grant | None, str | None]:
+    """The grant a resident's "open now" names, and why it may not pulse (None: it may)."""
+    grant = next((g for g in state.grants.values() if g.grant_id == grant_id), None)
+    if grant is None:
+        retired = next((g for g in state.retired.values() if g.grant_id == grant_id), None)
+        return None, "unknown_grant" if retired is None else _retired_refusal(state, retired)
+    if grant.compartment != compartment.name:
+        return grant, "wrong_compartment"
+    return grant, _grant_refusal(state, grant, wall_ms, now)
 
 
 def _on_config(state: ControllerState, event: ConfigArrived, now: Now) -> Result:
@@ -436,7 +549,13 @@ def _on_config(state: ControllerState, event: ConfigArrived, now: Now) -> Result
     if config.device_id != state.identity.device_id:
         return _refuse_input(state), []
     if config.version == state.cfg_version:
-        return _learn_time(state, config.issued_at_ms, now), []
+        # The same list re-signed: signed time, and the cloud's word that the list is current.
+        state = _learn_time(state, config.issued_at_ms, now)
+        if config.issued_at_ms > state.cfg_issued_at_ms:
+            state = replace(state, cfg_issued_at_ms=config.issued_at_ms)
+            state, alarms = _bank_alarms(state, trusted_time(state, now)[0])
+            return state, [*alarms, ReportConfig("applied")]
+        return state, []
     if config.version < state.cfg_version:
         return state, [
             ReportConfig("refused", refused_version=config.version, reason="older_version")
@@ -473,9 +592,11 @@ def _on_config(state: ControllerState, event: ConfigArrived, now: Now) -> Result
         retired=retired,
         uses=uses,
         compartments=compartments,
+        stale_after_ms=config.stale_after_s * 1000,
     )
+    state, alarms = _bank_alarms(state, wall_ms)
     report = ReportConfig("applied", reason="unwired_compartments" if unwired else None)
-    return state, [report, PublishState()]
+    return state, [*alarms, report, PublishState()]
 
 
 def _sampled(
@@ -573,9 +694,14 @@ def _on_unlock_unanswered(state: ControllerState, event: UnlockUnanswered, now: 
 
 def _on_tick(state: ControllerState, event: Ticked, now: Now) -> Result:
     state = _raise_floor(state, now)
+    wall_ms, _ = trusted_time(state, now)
+    throttle = state.throttle.expire(wall_ms)
+    if throttle is not state.throttle:
+        state = replace(state, throttle=throttle)
+    state, alarms = _bank_alarms(state, wall_ms)
     state, outputs = _settle_all(state, now)
     state, more = _continue_open_all(state, now)
-    return state, [*outputs, *more]
+    return state, [*alarms, *outputs, *more]
 
 
 HANDLERS: Mapping[type, Callable[[ControllerState, Any, Now], Result]] = {

@@ -14,6 +14,7 @@ from typing import Literal
 
 from hardware.capabilities import GPIO_CAPABILITIES, Capabilities
 from linli.contract.models import AlarmReason, Door, Grant, GrantPurpose, Latch, Occupancy, Size
+from locker_controller.core.throttle import Throttle
 
 PULSE_RETRY_WINDOW_MS = 5 * 60 * 1000
 """A code may pulse its latch a second time within this window (a resident who was too slow)."""
@@ -175,6 +176,12 @@ class ControllerState:
     open_all: tuple[str, ...] = ()
     """Compartments a maintenance "open all" still has to pulse, one latch at a time."""
     open_all_by: str | None = None
+    stale_after_ms: int = 3_600_000
+    """The configured bound on the grant list's age (``ConfigBody.stale_after_s``)."""
+    throttle: Throttle = field(default_factory=Throttle)
+    """Back-off and guess budget of code entries (docs/security.md)."""
+    raised: frozenset[AlarmReason] = frozenset()
+    """Bank-wide alarms raised and not yet cleared (grant list stale, guessing)."""
 
 
 # --- events (inputs) ------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 What survives a restart: the applied configuration (grants, compartment policy), every grant's
 uses, each compartment's content epoch and attention flag (only a maintainer clears it), the
-command replay window and the time floor. Latch, door and occupancy are *not* restored: after a
+command replay window and the time floor, the code throttle (back-off and the guesses of the last
+24 hours: a power cut must not reset a guesser's count) and the bank-wide alarms raised. Latch, door and occupancy are *not* restored: after a
 restart they are unknown until sensors say otherwise, and no pulse is in progress (every output
 was switched off at start-up).
 """
@@ -22,8 +23,11 @@ from locker_controller.core.model import (
     ReplayWindow,
     TimeState,
 )
+from locker_controller.core.throttle import Backoff, Throttle
 
-DOCUMENT_VERSION = 1
+DOCUMENT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 lacked the throttle, the raised alarms and the list's age bound: defaults."""
 
 
 def to_document(state: ControllerState) -> dict[str, Any]:
@@ -48,6 +52,15 @@ def to_document(state: ControllerState) -> dict[str, Any]:
         },
         "window": {"highest": state.window.highest, "seen": sorted(state.window.seen)},
         "time_floor_ms": state.time.floor_wall_ms,
+        "stale_after_ms": state.stale_after_ms,
+        "raised": sorted(state.raised),
+        "throttle": {
+            "bank": [state.throttle.bank.failures, state.throttle.bank.last_failure_ms],
+            "channels": {
+                name: [b.failures, b.last_failure_ms] for name, b in state.throttle.channels.items()
+            },
+            "guesses": [list(g) for g in state.throttle.guesses],
+        },
     }
 
 
@@ -67,7 +80,7 @@ def from_document(
         return ControllerState(
             identity=identity, compartments=compartments, capabilities=capabilities
         )
-    if document.get("document_version") != DOCUMENT_VERSION:
+    if document.get("document_version") not in READABLE_VERSIONS:
         raise ValueError(f"unsupported state document version {document.get('document_version')}")
     for name, saved in document["compartments"].items():
         if name in compartments:
@@ -96,4 +109,18 @@ def from_document(
         uses=uses,
         window=ReplayWindow(highest=int(window["highest"]), seen=frozenset(window["seen"])),
         time=TimeState(floor_wall_ms=int(document["time_floor_ms"])),
+        stale_after_ms=int(document.get("stale_after_ms", 3_600_000)),
+        raised=frozenset(document.get("raised", ())),
+        throttle=_throttle(document.get("throttle")),
+    )
+
+
+def _throttle(saved: dict[str, Any] | None) -> Throttle:
+    if not saved:
+        return Throttle()
+    failures, last_ms = saved["bank"]
+    return Throttle(
+        bank=Backoff(int(failures), int(last_ms)),
+        channels={str(name): Backoff(int(f), int(t)) for name, (f, t) in saved["channels"].items()},
+        guesses=tuple((int(t), int(n)) for t, n in saved["guesses"]),
     )
