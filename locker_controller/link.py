@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import threading
 from collections.abc import Callable
@@ -32,6 +33,20 @@ def _no_delay(client: mqtt.Client, userdata: object, sock: object) -> None:
     otherwise waits for a delayed TCP ACK (~40 ms per hop; bench/pickup_path.py)."""
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+RECONNECT_MIN_S = 1.0
+RECONNECT_MAX_S = 30.0
+
+
+def jittered_delays(rng: random.Random | None = None) -> tuple[float, float]:
+    """Reconnect delays for one outage: paho waits ``min``, doubling up to ``max``, forever.
+
+    Both are drawn afresh at every outage (×0.5–1.5 and ×0.75–1.25), so 200 banks that lost the
+    same broker do not all come back in the same second, nor in lockstep after that.
+    """
+    r = rng or random
+    return RECONNECT_MIN_S * r.uniform(0.5, 1.5), RECONNECT_MAX_S * r.uniform(0.75, 1.25)
 
 
 SUBSCRIBED_BY_ROLE = {
@@ -107,7 +122,7 @@ class DeviceLink:
         self._client.will_set(
             topic(session.device_id, "status"), session.status("lost"), qos=1, retain=True
         )
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.reconnect_delay_set(*jittered_delays())  # type: ignore[arg-type]
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -209,6 +224,7 @@ class DeviceLink:
     ) -> None:
         if self._connected.is_set() and not self._stopping:
             log.warning("broker connection lost (%s); events stay in the outbox", reason)
+            client.reconnect_delay_set(*jittered_delays())  # type: ignore[arg-type]
         self._connected.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:

@@ -5,6 +5,7 @@ real DeviceService and SQLite store, with the device's real outbox answering the
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from cloud_api.seed import seed_demo
 from cloud_api.store import Store
 from linli.clock import FakeClock
 from linli.contract import Ack, Event, decode, encode
+from locker_controller.link import jittered_delays
 from locker_controller.outbox import Outbox
 
 DEVICE = "locker-a"
@@ -205,3 +207,14 @@ def test_a_dropoff_into_a_compartment_does_not_settle_the_item_reserved_there(
     after = store.read_one("SELECT status FROM items WHERE id = ?", (row["id"],))
     assert after is not None and after["status"] == "reserved"
     assert store.read("SELECT 1 FROM transfers WHERE phase = 'post'") == []
+
+
+def test_reconnect_delays_are_drawn_afresh_for_every_outage() -> None:
+    """200 banks that lost the same broker must not return in the same second (the reconnect
+    itself, after a real broker restart, is tests/test_offline_grants.py)."""
+    rng = random.Random(4)
+    draws = [jittered_delays(rng) for _ in range(200)]
+    assert len(set(draws)) == 200
+    assert all(0.5 <= low <= 1.5 and 22.5 <= high <= 37.5 for low, high in draws)
+    firsts = sorted(low for low, _ in draws)
+    assert firsts[-1] - firsts[0] > 0.9  # spread over about a second, not bunched
