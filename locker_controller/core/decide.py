@@ -76,6 +76,7 @@ from locker_controller.core.model import (
     TimeState,
     UnlockUnanswered,
 )
+from locker_controller.core.throttle import GUESS_BUDGET
 
 Result = tuple[ControllerState, list[Output]]
 RESYNC_TOLERANCE_MS = 5_000
@@ -275,6 +276,8 @@ def _live_codes(state: ControllerState, wall_ms: int) -> int:
 
 def is_guarded(state: ControllerState, wall_ms: int) -> bool:
     """Whether the bank checks codes only with the phone's last four digits (docs/security.md)."""
+    if not state.throttle.guesses and len(state.grants) <= GUESS_BUDGET:
+        return False  # the common case, without counting live codes (every tick asks)
     return state.throttle.is_guarded(wall_ms, _live_codes(state, wall_ms))
 
 
@@ -403,15 +406,14 @@ def _on_code(state: ControllerState, event: CodeEntered, now: Now) -> Result:
     code, phone_digits = entry
     key = state.identity.code_hash_key
     if phone_digits is None:
-        live_codes = _live_codes(state, wall_ms)
-        if throttle.is_guarded(wall_ms, live_codes):
+        if is_guarded(state, wall_ms):
             return fail("guarded")  # not checked: a code alone reveals nothing while guarded
         entered = hash_code(key, code)
         grant = state.grants.get(entered)
         if grant is None:
             retired = state.retired.get(entered)
             if retired is None:
-                return fail("unknown_code", live_codes)
+                return fail("unknown_code", _live_codes(state, wall_ms))
             return refuse(_retired_refusal(state, retired), retired)
     else:
         entered = guard_hash(key, code, phone_digits)
