@@ -838,6 +838,21 @@ def test_a_new_configuration_is_applied(fake_clock: FakeClock) -> None:
     assert records(rig.code(OTHER_CODE))[0].reason == "unknown_code"
 
 
+def test_a_revoked_grant_is_withdrawn_and_its_code_is_not_a_guess(fake_clock: FakeClock) -> None:
+    rig = _rig(fake_clock)
+    rig.feed(ConfigArrived(config(1, [make_grant()])))
+    rig.feed(ConfigArrived(config(2, [], revoked=["grt_g1"], issued_at_ms=T0 + 1)))
+    assert rig.state.grants == {}
+    outputs = rig.code()
+    assert pulses(outputs) == []
+    assert [r.reason for r in records(outputs)] == ["withdrawn"]
+    assert rig.state.throttle.bank.failures == 0
+    # Past its window it is forgotten with the next list.
+    fake_clock.advance(2 * DAY_MS)
+    rig.feed(ConfigArrived(config(3, [], issued_at_ms=T0 + 2 * DAY_MS)))
+    assert rig.state.retired == {}
+
+
 def test_an_older_configuration_is_refused_and_reported(fake_clock: FakeClock) -> None:
     rig = _rig(fake_clock)
     rig.feed(ConfigArrived(config(2, [make_grant()])))

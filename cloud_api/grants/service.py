@@ -107,12 +107,23 @@ def build_config(
                 guard_hash=guard_hash(device_key, code, digits) if digits else None,
             )
         )
+    # Revoked grants still within their window are named, so the controller tells a resident
+    # the code was withdrawn (and does not count the entry as a guess).
+    revoked = [
+        r["id"]
+        for r in db.execute(
+            "SELECT id FROM grants WHERE device_id = ? AND status = 'revoked' AND valid_until_ms > ?"
+            " ORDER BY created_ms DESC, id LIMIT 1000",
+            (device_id, now_ms),
+        )
+    ]
     return ConfigBody(
         device_id=device_id,
         version=version,
         issued_at_ms=now_ms,
         compartments=compartments,
         grants=grants,
+        revoked=revoked,
     )
 
 

@@ -567,13 +567,16 @@ def _on_config(state: ControllerState, event: ConfigArrived, now: Now) -> Result
     revoked = set(config.revoked)
     grants = {g.code_hash: g for g in config.grants if g.grant_id not in revoked}
     wall_ms, _ = trusted_time(state, now)
-    # A grant dropped from the list after it pulsed (consumed, or revoked after one pulse) is
-    # kept, with its uses, until it expires: a re-pushed or later list never re-arms it, and a
-    # resident re-entering its code is told it was used or withdrawn, not that it is wrong.
+    # A grant dropped from the list after it pulsed (consumed, or revoked after one pulse), or
+    # named as revoked, is kept, with its uses, until it expires: a re-pushed or later list never
+    # re-arms it, and a resident re-entering its code is told it was used or withdrawn — not
+    # that it is wrong, and without counting it as a guess.
     retired = {
         h: g
         for h, g in (*state.retired.items(), *state.grants.items())
-        if h not in grants and g.valid_until_ms > wall_ms and g.grant_id in state.uses
+        if h not in grants
+        and g.valid_until_ms > wall_ms
+        and (g.grant_id in state.uses or g.grant_id in revoked)
     }
     live_ids = {g.grant_id for g in (*grants.values(), *retired.values())}
     uses = {gid: u for gid, u in state.uses.items() if gid in live_ids}
