@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hardware.capabilities import Capabilities
 from linli.broker import BrokerAddress
 from linli.clock import FakeClock, Now
-from linli.codes import derive_code, hash_code
+from linli.codes import derive_code, guard_hash, hash_code
 from linli.contract import (
     CommandBody,
     CompartmentPolicy,
@@ -63,7 +63,7 @@ from linli.contract import (
 )
 from linli.identity import DeviceIdentity
 from linli.ids import is_compartment_name
-from locker_controller.core.decide import decide, next_deadline, trusted_time
+from locker_controller.core.decide import decide, is_guarded, next_deadline, trusted_time
 from locker_controller.core.model import (
     DOOR_DEBOUNCE_MS,
     BusRead,
@@ -90,6 +90,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEVICE_ID = "bench-locker"
 KEY_ID = "bench-cloud"
 CHANNEL = "keypad"
+PHONE_DIGITS = "0042"
 PULSE_MS = 500
 HOUR_MS = 60 * 60 * 1000
 CONFIG_FILE = "bench-cfg-desired.json"
@@ -138,6 +139,7 @@ def make_grants(
                 valid_from_ms=wall_ms - HOUR_MS,
                 valid_until_ms=wall_ms + 24 * HOUR_MS,
                 code_hash=hash_code(code_key, code),
+                guard_hash=guard_hash(code_key, code, PHONE_DIGITS),
                 epoch=0,
             )
         )
@@ -241,9 +243,12 @@ def build_kinds(n_compartments: int, n_grants: int) -> list[Kind]:
     # Valid codes: every grant's, shuffled, so the matching hash sits anywhere in the list
     # (the lookup stops at the match) even when fewer samples than grants are taken.
     rng = random.Random(3)
-    valid = [call(ready, CodeEntered(CHANNEL, code), now) for code in codes]
+    # More live codes than the guess budget allows (docs/security.md): the bank is guarded and
+    # a resident enters the code followed by the phone's last four digits.
+    suffix = PHONE_DIGITS if is_guarded(ready, now.wall_ms) else ""
+    valid = [call(ready, CodeEntered(CHANNEL, code + suffix), now) for code in codes]
     rng.shuffle(valid)
-    _, out = decide(ready, CodeEntered(CHANNEL, codes[-1]), now)
+    _, out = decide(ready, CodeEntered(CHANNEL, codes[-1] + suffix), now)
     _expect(_has(out, PulseLatch), "valid code did not pulse")
 
     # Wrong codes: well-formed, in no grant, so every hash is compared.
@@ -253,8 +258,8 @@ def build_kinds(n_compartments: int, n_grants: int) -> list[Kind]:
         candidate = f"{rng.randrange(10**8):08d}"
         if candidate not in known:
             wrong_codes.append(candidate)
-    wrong = [call(ready, CodeEntered(CHANNEL, code), now) for code in wrong_codes]
-    _, out = decide(ready, CodeEntered(CHANNEL, wrong_codes[0]), now)
+    wrong = [call(ready, CodeEntered(CHANNEL, code + suffix), now) for code in wrong_codes]
+    _, out = decide(ready, CodeEntered(CHANNEL, wrong_codes[0] + suffix), now)
     _expect(_has(out, ShowMessage, key="code.refused.unknown_code"), "wrong code not refused")
 
     # One pickup per compartment: pulse, pulse ended, door edge, the tick that settles it.
@@ -266,7 +271,7 @@ def build_kinds(n_compartments: int, n_grants: int) -> list[Kind]:
     settle_at = later(edge_at, DOOR_DEBOUNCE_MS)
     for name in names:
         code = codes[names.index(name)]  # grant i is in compartment names[i % n]
-        pulsed, out = decide(ready, CodeEntered(CHANNEL, code), now)
+        pulsed, out = decide(ready, CodeEntered(CHANNEL, code + suffix), now)
         _expect(_has(out, PulseLatch, compartment=name), f"no pulse for {name}")
         ended, out = decide(pulsed, PulseEnded(name), ended_at)
         _expect(ended.compartments[name].energized_since_mono_ms is None, "pulse did not end")

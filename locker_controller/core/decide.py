@@ -22,8 +22,9 @@ Safety rules enforced here (system.md, "Non-negotiables"):
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -265,13 +266,49 @@ def _continue_open_all(state: ControllerState, now: Now) -> Result:
 # --- handlers -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _GrantIndex:
+    """What code checks derive from a grant list, built once per list.
+
+    A grant list is an immutable mapping replaced when a configuration is applied, so the index
+    of the latest list is kept (a strong reference: an identity match is a true match) and costs
+    nothing on the ticks and entries between configurations.
+    """
+
+    grants: Mapping[str, Grant]
+    by_guard: Mapping[str, Grant]
+    until: tuple[int, ...]
+    """Every grant's ``valid_until_ms``, sorted."""
+    until_by_id: Mapping[str, int]
+
+
+_index: list[_GrantIndex] = []
+
+
+def _grant_index(state: ControllerState) -> _GrantIndex:
+    if _index and _index[0].grants is state.grants:
+        return _index[0]
+    grants = state.grants.values()
+    built = _GrantIndex(
+        grants=state.grants,
+        by_guard={g.guard_hash: g for g in grants if g.guard_hash},
+        until=tuple(sorted(g.valid_until_ms for g in grants)),
+        until_by_id={g.grant_id: g.valid_until_ms for g in grants},
+    )
+    _index[:] = [built]
+    return built
+
+
 def _live_codes(state: ControllerState, wall_ms: int) -> int:
     """Codes a guess could hit right now: grants not expired and not consumed."""
-    return sum(
+    index = _grant_index(state)
+    unexpired = len(index.until) - bisect_left(index.until, wall_ms)
+    consumed = sum(
         1
-        for g in state.grants.values()
-        if g.valid_until_ms >= wall_ms and not state.uses.get(g.grant_id, GrantUse()).is_consumed
+        for grant_id, use in state.uses.items()
+        if use.is_consumed and index.until_by_id.get(grant_id, -1) >= wall_ms
     )
+    return unexpired - consumed
 
 
 def is_guarded(state: ControllerState, wall_ms: int) -> bool:
@@ -417,7 +454,7 @@ def _on_code(state: ControllerState, event: CodeEntered, now: Now) -> Result:
             return refuse(_retired_refusal(state, retired), retired)
     else:
         entered = guard_hash(key, code, phone_digits)
-        grant = next((g for g in state.grants.values() if g.guard_hash == entered), None)
+        grant = _grant_index(state).by_guard.get(entered)
         if grant is None:
             retired = next((g for g in state.retired.values() if g.guard_hash == entered), None)
             if retired is None:
