@@ -36,6 +36,7 @@ from test_controller_core import (
 from linli.clock import FakeClock
 from linli.codes import guard_hash, hash_code
 from linli.contract import ConfigBody, Grant, sign_body
+from linli.i18n import catalog, t
 from locker_controller.core.decide import decide, is_guarded, trusted_time
 from locker_controller.core.model import (
     COOLDOWN_MS,
@@ -386,3 +387,10 @@ def _resident_wait(state: ControllerState, grant: Grant, clock: FakeClock) -> in
         branch_clock.advance(int(message.values["seconds"]) * 1000)
         waited += int(message.values["seconds"]) * 1000
     raise AssertionError("the resident never got in")
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_the_throttle_speaks_to_the_resident_in_their_language(language: str) -> None:
+    assert catalog(language)["code.refused.guarded"]
+    wait = t("code.refused.throttled", language, seconds="40")
+    assert "40" in wait and "{" not in wait
