@@ -305,9 +305,14 @@ class LockerDaemon:
 
     def _execute(self, outputs: list[Output]) -> ShowMessage | None:
         shown: ShowMessage | None = None
-        for output in outputs:
+        pending: list[RecordEvent] = []
+        for i, output in enumerate(outputs):
             if isinstance(output, RecordEvent):
-                self._record(output)
+                pending.append(output)
+                if i + 1 < len(outputs) and isinstance(outputs[i + 1], RecordEvent):
+                    continue  # consecutive events are committed together
+                self._record(pending)
+                pending = []
             elif isinstance(output, PulseLatch):
                 crash_point("latch.before_pulse")
                 self._bus.unlock(output.compartment, output.pulse_ms)
@@ -342,32 +347,36 @@ class LockerDaemon:
                 shown = output
         return shown
 
-    def _record(self, output: RecordEvent) -> None:
+    def _record(self, records: list[RecordEvent]) -> None:
+        """Commit events to the outbox in one transaction, then publish them (in order)."""
         now = self._clock.now()
         wall_ms, trust = trusted_time(self._state, now)
-        self._seq += 1
-        event = Event(
-            device_id=self.device_id,
-            boot_id=self.boot_id,
-            seq=self._seq,
-            type=output.type,  # type: ignore[arg-type]
-            mono_ms=now.mono_ms,
-            wall_ms=wall_ms,
-            trust=trust,
-            compartment=output.compartment,
-            grant_id=output.grant_id,
-            cmd_id=output.cmd_id,
-            reason=output.reason,
-            data=dict(output.data),
-        )
-        payload = encode(event)
-        self._outbox.append(self.boot_id, self._seq, payload, wall_ms)
+        rows: list[tuple[str, int, bytes, int]] = []
+        for output in records:
+            self._seq += 1
+            event = Event(
+                device_id=self.device_id,
+                boot_id=self.boot_id,
+                seq=self._seq,
+                type=output.type,  # type: ignore[arg-type]
+                mono_ms=now.mono_ms,
+                wall_ms=wall_ms,
+                trust=trust,
+                compartment=output.compartment,
+                grant_id=output.grant_id,
+                cmd_id=output.cmd_id,
+                reason=output.reason,
+                data=dict(output.data),
+            )
+            rows.append((self.boot_id, self._seq, encode(event), wall_ms))
+        self._outbox.append_all(rows)
         crash_point("outbox.appended")
-        # In order: a new event waits while a backlog is still being replayed.
+        # In order: new events wait while a backlog is still being replayed.
         if self._link.is_connected and self._outbox.depth() <= SEND_WINDOW:
-            self._link.publish("evt", payload)
-            crash_point("evt.published")
-            self._outbox.mark_sent(self.boot_id, self._seq, now.mono_ms)
+            for boot_id, seq, payload, _ in rows:
+                self._link.publish("evt", payload)
+                crash_point("evt.published")
+                self._outbox.mark_sent(boot_id, seq, now.mono_ms)
 
     def _publish_state(self) -> None:
         state = State(

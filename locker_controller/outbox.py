@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS events (
     boot_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     payload BLOB NOT NULL,
-    sent_mono_ms INTEGER,
+    sent_mono_ms INTEGER, -- unused since schema 2 (in memory), kept for version 1 files
     boot_no INTEGER NOT NULL DEFAULT 0,
     stored_wall_ms INTEGER NOT NULL DEFAULT 0,
     acked INTEGER NOT NULL DEFAULT 0,
@@ -76,6 +76,7 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._migrate()
         self._boot_no = 0
+        self._sent: dict[tuple[str, int], int] = {}
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
@@ -109,25 +110,37 @@ class Outbox:
 
     def append(self, boot_id: str, seq: int, payload: bytes, wall_ms: int = 0) -> None:
         """Store one event durably (committed before this returns)."""
+        self.append_all([(boot_id, seq, payload, wall_ms)])
+
+    def append_all(self, events: list[tuple[str, int, bytes, int]]) -> None:
+        """Store ``(boot_id, seq, payload, wall_ms)`` events in one durable commit (one fsync:
+        the events a code entry produces before its pulse are committed together)."""
         with self._lock:
-            self._db.execute(
-                "INSERT INTO events (boot_id, seq, payload, boot_no, stored_wall_ms)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (boot_id, seq, payload, self._boot_no, wall_ms),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO events (boot_id, seq, payload, boot_no, stored_wall_ms)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(b, s, p, self._boot_no, w) for b, s, p, w in events],
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def mark_sent(self, boot_id: str, seq: int, mono_ms: int) -> None:
-        """Remember when an event was last handed to the broker (for re-sending)."""
+        """Remember when an event was last handed to the broker (for re-sending).
+
+        Kept in memory, not on disk: it means nothing after a restart or a reconnect (nothing is
+        in flight then), and a committed write per event would cost an fsync before each pulse.
+        """
         with self._lock:
-            self._db.execute(
-                "UPDATE events SET sent_mono_ms = ? WHERE boot_id = ? AND seq = ?",
-                (mono_ms, boot_id, seq),
-            )
+            self._sent[(boot_id, seq)] = mono_ms
 
     def forget_sending(self) -> None:
         """After a reconnect nothing is in flight: every pending event is due again, in order."""
         with self._lock:
-            self._db.execute("UPDATE events SET sent_mono_ms = NULL WHERE acked = 0")
+            self._sent.clear()
 
     def due(
         self, resend_before_mono_ms: int | None, limit: int = 100
@@ -138,20 +151,23 @@ class Outbox:
         """
         with self._lock:
             rows = self._db.execute(
-                "SELECT boot_id, seq, payload FROM events"
-                " WHERE acked = 0 AND (sent_mono_ms IS NULL OR sent_mono_ms < ?)"
+                "SELECT boot_id, seq, payload FROM events WHERE acked = 0"
                 " ORDER BY boot_no, seq LIMIT ?",
-                (-1 if resend_before_mono_ms is None else resend_before_mono_ms, limit),
+                (limit + len(self._sent),),
             ).fetchall()
-        return [(str(b), int(s), bytes(p)) for b, s, p in rows]
+            due = []
+            for b, s, p in rows:
+                sent = self._sent.get((str(b), int(s)))
+                if sent is None or (
+                    resend_before_mono_ms is not None and sent < resend_before_mono_ms
+                ):
+                    due.append((str(b), int(s), bytes(p)))
+        return due[:limit]
 
     def in_flight(self) -> int:
         """Pending events sent and not yet acknowledged."""
         with self._lock:
-            (count,) = self._db.execute(
-                "SELECT COUNT(*) FROM events WHERE acked = 0 AND sent_mono_ms IS NOT NULL"
-            ).fetchone()
-        return int(count)
+            return len(self._sent)
 
     def acknowledge(self, boot_id: str, seq: int) -> int:
         """Apply the cloud's cumulative acknowledgement of ``boot_id`` up to ``seq``.
@@ -172,6 +188,8 @@ class Outbox:
                 (boot_id, seq),
             ).rowcount
             self._db.execute("COMMIT")
+            for key in [k for k in self._sent if k[0] == boot_id and k[1] <= seq]:
+                del self._sent[key]  # acknowledged: no longer in flight
         return archived if not replay else -replay
 
     def prune(self, now_wall_ms: int) -> int:
