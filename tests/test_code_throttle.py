@@ -40,8 +40,11 @@ from linli.i18n import catalog, t
 from locker_controller.core.decide import decide, is_guarded, trusted_time
 from locker_controller.core.model import (
     COOLDOWN_MS,
+    BusRead,
     CodeEntered,
     CommandArrived,
+    Compartment,
+    CompartmentReading,
     ConfigArrived,
     ControllerState,
     RecordEvent,
@@ -394,3 +397,69 @@ def test_the_throttle_speaks_to_the_resident_in_their_language(language: str) ->
     assert catalog(language)["code.refused.guarded"]
     wait = t("code.refused.throttled", language, seconds="40")
     assert "40" in wait and "{" not in wait
+
+
+# --- what a restart learns ----------------------------------------------------------------------
+
+
+def _restarted_after_pulse(clock: FakeClock, purpose: str = "pickup") -> Rig:
+    """A code pulsed A1, then the controller died before the door opened, and came back."""
+    rig = Rig(make_state(make_grant(purpose=purpose)), clock)  # type: ignore[arg-type]
+    if purpose != "pickup":
+        rig.state = make_state(
+            make_grant(purpose=purpose),  # type: ignore[arg-type]
+            A1=Compartment("A1", latch="locked", door="closed", occupancy="absent"),
+        )
+    assert pulses(rig.code())
+    document = to_document(rig.state)
+    restarted = from_document(rig.state.identity, NAMES, document, rig.state.capabilities)
+    return Rig(restarted, clock)
+
+
+def test_a_pickup_done_while_the_controller_was_down_consumes_its_grant(
+    fake_clock: FakeClock,
+) -> None:
+    rig = _restarted_after_pulse(fake_clock)
+    outputs = rig.feed(BusRead({n: CompartmentReading(False, None, n != "A1") for n in NAMES}))
+    assert [(r.type, r.grant_id, r.reason) for r in records(outputs)] == [
+        ("door_opened", "grt_g1", "while_down"),
+        ("grant_consumed", "grt_g1", None),
+        ("occupancy_changed", "grt_g1", "while_down"),
+        ("door_closed", "grt_g1", "while_down"),
+    ]
+    assert rig.state.uses["grt_g1"].is_consumed
+    fake_clock.advance(COOLDOWN_MS + 1)
+    assert [r.reason for r in records(rig.code())] == ["used"]  # the code does not open twice
+
+
+def test_a_dropoff_done_while_down_bumps_the_content_epoch(fake_clock: FakeClock) -> None:
+    rig = _restarted_after_pulse(fake_clock, "dropoff")
+    outputs = rig.feed(BusRead({n: CompartmentReading(False, None, True) for n in NAMES}))
+    [closed] = records(outputs, "door_closed")
+    assert closed.data == {"epoch": 1}
+    assert rig.state.compartments["A1"].epoch == 1
+
+
+def test_an_item_gone_while_down_with_no_pulse_waiting_is_unexplained(
+    fake_clock: FakeClock,
+) -> None:
+    rig = Rig(make_state(make_grant()), fake_clock)
+    restarted = from_document(rig.state.identity, NAMES, to_document(rig.state))
+    rig = Rig(restarted, fake_clock)
+    outputs = rig.feed(BusRead({n: CompartmentReading(False, None, n != "A1") for n in NAMES}))
+    assert [(r.type, r.reason) for r in records(outputs)] == [("alarm", "occupancy_unexplained")]
+    assert rig.state.uses == {}
+
+
+def test_a_door_still_open_after_the_restart_is_credited_to_the_waiting_grant(
+    fake_clock: FakeClock,
+) -> None:
+    rig = _restarted_after_pulse(fake_clock)
+    outputs = rig.feed(BusRead({n: CompartmentReading(n == "A1", None, n != "A1") for n in NAMES}))
+    assert [(r.type, r.grant_id) for r in records(outputs)] == [
+        ("occupancy_changed", "grt_g1"),
+        ("door_opened", "grt_g1"),
+        ("grant_consumed", "grt_g1"),
+    ]
+    closing = rig.door("A1", is_open=False)
+    assert [r.type for r in records(closing)] == ["door_closed"]

@@ -21,8 +21,11 @@ The cloud's crash point (``cloud.event_stored``) is run in the cloud's own proce
 cloud``), killed between committing an event and acknowledging it, and restarted.
 
 What the physical world shows beyond (a)–(d) is checked by
-:func:`test_a_pickup_while_the_controller_is_down_is_neither_reopened_nor_lost`, which fails today
-(strict ``xfail``, see its reason) and must pass once the controller recovers those facts.
+:func:`test_a_pickup_while_the_controller_is_down_is_neither_reopened_nor_lost`: killed right
+after the pulse and restarted 2 s later, while the resident opens the door, takes the item and
+closes it. The restarted controller compares its first reading with the occupancy it persisted,
+consumes the grant whose pulse was waiting (the same code is then refused as used), and tells the
+cloud, which settles the pickup once.
 """
 
 from __future__ import annotations
@@ -124,18 +127,6 @@ class WorldContradicts(AssertionError):
     """The physical world contradicts what the cloud settled (crash_rig.check_world)."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=WorldContradicts,
-    reason=(
-        "controller: latch, door and occupancy are not restored after a restart"
-        " (core/persist.py), and a first reading is learned silently (core/decide.py _settle)."
-        " Killed right after the pulse (latch.pulsed@1) and restarted 2 s later (systemd"
-        " RestartSec), the resident meanwhile opens the door, takes the item and closes it: the"
-        " grant is never consumed, so the same code releases the latch again (a code opens"
-        " twice), and the cloud never settles the pickup (item reserved, hold pending)."
-    ),
-)
 def test_a_pickup_while_the_controller_is_down_is_neither_reopened_nor_lost(
     rig: RigCloud, tmp_path: Path
 ) -> None:

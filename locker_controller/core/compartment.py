@@ -72,7 +72,7 @@ def alarm(
     )
 
 
-def _grant_of(state: ControllerState, opened_by: str | None) -> str | None:
+def grant_of(state: ControllerState, opened_by: str | None) -> str | None:
     """``opened_by`` if it names a grant this controller knows (not a plain command)."""
     if opened_by is None:
         return None
@@ -106,7 +106,7 @@ def _learn_closed(state: ControllerState, c: Compartment, now: Now) -> Result:
 
 def _authorized_open(state: ControllerState, c: Compartment, now: Now) -> Result:
     outputs: list[Output] = []
-    grant_id = _grant_of(state, c.opened_by)
+    grant_id = grant_of(state, c.opened_by)
     if grant_id is not None:
         # A grant opened by a command ("open now" on the phone page) has no use yet: the door it
         # opened consumes it all the same, so its code cannot open the door again.
@@ -142,7 +142,7 @@ def _forced(state: ControllerState, c: Compartment, now: Now) -> Result:
 
 
 def _closed(state: ControllerState, c: Compartment, now: Now) -> Result:
-    grant_id = _grant_of(state, c.opened_by)
+    grant_id = grant_of(state, c.opened_by)
     epoch = c.epoch + (1 if c.opened_purpose in ("dropoff", "return") else 0)
     outputs: list[Output] = [
         RecordEvent("door_closed", compartment=c.name, grant_id=grant_id, data={"epoch": epoch})
@@ -170,7 +170,7 @@ def _ajar(state: ControllerState, c: Compartment, now: Now) -> Result:
     at_risk = _item_view(c) == "present"
     event = alarm(
         c, "door_ajar", open_s=AJAR_AFTER_MS // 1000, item_at_risk=at_risk,
-        grant_id=_grant_of(state, c.opened_by),
+        grant_id=grant_of(state, c.opened_by),
     )  # fmt: skip
     return set_compartment(state, replace(c, is_ajar=True)), [event, PublishState()]
 
@@ -187,7 +187,7 @@ def _item_change(state: ControllerState, c: Compartment, now: Now) -> Result:
     event = RecordEvent(
         "occupancy_changed",
         compartment=c.name,
-        grant_id=_grant_of(state, c.opened_by),
+        grant_id=grant_of(state, c.opened_by),
         data={"occupancy": occupancy},
     )
     return set_compartment(state, replace(c, occupancy=occupancy)), [event, PublishState()]

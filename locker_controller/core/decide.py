@@ -33,12 +33,22 @@ from linli.clock import Now
 from linli.codes import guard_hash, hash_code, split_entry
 from linli.contract.envelope import verify_envelope
 from linli.contract.errors import ContractError
-from linli.contract.models import AlarmReason, CommandBody, ConfigBody, Grant, Trust
+from linli.contract.models import (
+    AlarmReason,
+    CommandBody,
+    ConfigBody,
+    Grant,
+    GrantPurpose,
+    Occupancy,
+    Trust,
+)
 from linli.contract.topics import decode_json
 from locker_controller.core.compartment import (
     Authorization,
+    alarm,
     apply,
     apply_pulse,
+    grant_of,
     pulse_refusal,
     set_compartment,
 )
@@ -177,6 +187,8 @@ def _settle(state: ControllerState, name: str, now: Now) -> Result:
     c = state.compartments[name]
     item_changed = c.item_raw is not None and c.occupancy != ("present" if c.item_raw else "absent")
     if c.item_raw is not None and c.occupancy == "unknown":
+        state, more = _changed_while_down(state, c)
+        outputs.extend(more)
         step("item_learned")
     elif item_changed and now.mono_ms - c.item_raw_mono_ms >= ITEM_DEBOUNCE_MS:
         step("item_appeared" if c.item_raw else "item_gone")
@@ -198,6 +210,64 @@ def _settle(state: ControllerState, name: str, now: Now) -> Result:
     if ajar_at is not None and now.mono_ms >= ajar_at:
         step("ajar_due")
     return state, outputs
+
+
+EXPECTED_AFTER: Mapping[GrantPurpose, Occupancy] = {
+    "pickup": "absent",
+    "dropoff": "present",
+    "return": "present",
+}
+
+
+def _changed_while_down(state: ControllerState, c: Compartment) -> Result:
+    """Compare the first item reading after a restart with the occupancy persisted before it.
+
+    A pulse was waiting for its opening when the controller went down, and the item is now as
+    that grant's purpose leaves it: the resident opened the door while nobody watched. The grant
+    is consumed (its code cannot open again) and the cloud is told what happened, marked
+    ``while_down``. Any other change is reported as unexplained, and settles nothing.
+    """
+    if c.restored is None:
+        return state, []
+    by, purpose, before = c.restored
+    c = replace(c, restored=None)
+    state = set_compartment(state, c)
+    now_item: Occupancy = "present" if c.item_raw else "absent"
+    if before == "unknown" or before == now_item:
+        return state, []
+    grant_id = grant_of(state, by)
+    if grant_id is None or purpose is None or EXPECTED_AFTER.get(purpose) != now_item:
+        event = alarm(c, "occupancy_unexplained", occupancy=now_item, while_down=True)
+        return state, [event]
+    changed = RecordEvent(
+        "occupancy_changed",
+        compartment=c.name,
+        grant_id=grant_id,
+        reason="while_down",
+        data={"occupancy": now_item},
+    )
+    if c.door_raw:
+        # Still open: learning the door now credits this grant (consuming it), and its closing
+        # is seen and reported as usual.
+        state = set_compartment(state, replace(c, opened_by=grant_id, opened_purpose=purpose))
+        return state, [changed]
+    use = state.uses.get(grant_id, GrantUse())
+    state = replace(state, uses={**state.uses, grant_id: replace(use, is_consumed=True)})
+    outputs: list[Output] = [
+        RecordEvent("door_opened", compartment=c.name, grant_id=grant_id, reason="while_down"),
+        RecordEvent("grant_consumed", compartment=c.name, grant_id=grant_id),
+        changed,
+    ]
+    epoch = c.epoch + (1 if purpose in ("dropoff", "return") else 0)
+    state = set_compartment(state, replace(c, epoch=epoch))
+    closed = RecordEvent(
+        "door_closed",
+        compartment=c.name,
+        grant_id=grant_id,
+        reason="while_down",
+        data={"epoch": epoch},
+    )
+    return state, [*outputs, closed]
 
 
 def _window_end(c: Compartment) -> int | None:

@@ -84,6 +84,10 @@ class Compartment:
     door_raw_mono_ms: int = 0
     item_raw: bool | None = None
     item_raw_mono_ms: int = 0
+    restored: tuple[str | None, GrantPurpose | None, Occupancy] | None = None
+    """From before a restart (persisted): the authorization a pulse was waiting on, its purpose,
+    and the last occupancy — compared once with the first reading after start-up, so a pickup
+    or drop-off done while the controller was down is neither lost nor opened again."""
 
     @property
     def needs_attention(self) -> bool:

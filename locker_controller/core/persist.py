@@ -47,6 +47,9 @@ def to_document(state: ControllerState) -> dict[str, Any]:
                 "pulse_ms": c.pulse_ms,
                 "epoch": c.epoch,
                 "attention": c.attention,
+                "occupancy": c.occupancy,
+                "opened_by": c.opened_by,
+                "opened_purpose": c.opened_purpose,
             }
             for c in state.compartments.values()
         },
@@ -90,6 +93,11 @@ def from_document(
                 pulse_ms=int(saved["pulse_ms"]),
                 epoch=int(saved["epoch"]),
                 attention=saved.get("attention"),
+                restored=(
+                    saved.get("opened_by"),
+                    saved.get("opened_purpose"),
+                    saved.get("occupancy", "unknown"),
+                ),
             )
     grants = [Grant.model_validate(g) for g in document["grants"]]
     retired = [Grant.model_validate(g) for g in document["retired"]]
