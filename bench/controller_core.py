@@ -85,6 +85,7 @@ from locker_controller.core.model import (
     Ticked,
 )
 from locker_controller.core.persist import from_document
+from locker_controller.lockbus import PulseTimers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEVICE_ID = "bench-locker"
@@ -421,8 +422,7 @@ class MemoryLockBus:
     def __init__(self, names: Sequence[str], deliver: Callable[[Input], None]) -> None:
         self._names = list(names)
         self._deliver = deliver
-        self._lock = threading.Lock()
-        self._timers: dict[str, threading.Timer] = {}
+        self._timers = PulseTimers(lambda name: None, deliver)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -431,24 +431,11 @@ class MemoryLockBus:
 
     def unlock(self, compartment: str, pulse_ms: int) -> None:
         """Energize one latch; a timer switches it off after ``pulse_ms``."""
-        with self._lock:
-            previous = self._timers.pop(compartment, None)
-            if previous is not None:
-                previous.cancel()
-            timer = threading.Timer(pulse_ms / 1000, self._end_pulse, args=(compartment,))
-            timer.daemon = True
-            self._timers[compartment] = timer
-            timer.start()
-
-    def _end_pulse(self, compartment: str) -> None:
-        with self._lock:
-            self._timers.pop(compartment, None)
-        self._deliver(PulseEnded(compartment))
+        self._timers.start(compartment, pulse_ms)
 
     def read_all(self) -> BusRead:
         """Every door closed, every compartment empty; an output on while its pulse runs."""
-        with self._lock:
-            energized = set(self._timers)
+        energized = self._timers.running()
         return BusRead(
             {
                 n: CompartmentReading(
@@ -460,10 +447,7 @@ class MemoryLockBus:
 
     def all_off(self) -> None:
         """Every output off; pending pulse timers cancelled."""
-        with self._lock:
-            for timer in self._timers.values():
-                timer.cancel()
-            self._timers.clear()
+        self._timers.cancel_all()
 
     def close(self) -> None:
         """Outputs off (nothing else to release)."""

@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
@@ -29,15 +28,13 @@ from gpiozero.pins import Factory
 from hardware.capabilities import Capabilities
 from hardware.gpio import GpioBoard
 from locker_controller.core.model import (
-    MAX_PULSE_MS,
     BusRead,
     CompartmentReading,
     DoorSensed,
     Input,
     OccupancySensed,
-    PulseEnded,
 )
-from locker_controller.lockbus import LockBusError
+from locker_controller.lockbus import LockBusError, PulseTimers
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +64,7 @@ class GpioLockBus:
     ) -> None:
         self._board = board
         self._on_input = on_input
-        self._lock = threading.Lock()
-        self._timers: dict[str, threading.Timer] = {}
+        self._timers = PulseTimers(lambda name: self._relays[name].off(), on_input)
         self._relays: dict[str, DigitalOutputDevice] = {}
         self._doors: dict[str, DigitalInputDevice] = {}
         self._presence: dict[str, DigitalInputDevice] = {}
@@ -133,24 +129,9 @@ class GpioLockBus:
 
     def unlock(self, compartment: str, pulse_ms: int) -> None:
         """Energize one latch for at most ``MAX_PULSE_MS``; a timer switches it off."""
-        duration_ms = max(0, min(pulse_ms, MAX_PULSE_MS))
-        with self._lock:
-            relay = self._relays[compartment]
-            previous = self._timers.pop(compartment, None)
-            if previous is not None:
-                previous.cancel()
-            relay.on()
-            timer = threading.Timer(duration_ms / 1000, self._end_pulse, args=(compartment,))
-            timer.daemon = True
-            self._timers[compartment] = timer
-            timer.start()
+        relay = self._relays[compartment]
+        duration_ms = self._timers.start(compartment, pulse_ms, relay.on)
         log.info("latch %s energized for %d ms", compartment, duration_ms)
-
-    def _end_pulse(self, compartment: str) -> None:
-        with self._lock:
-            self._relays[compartment].off()
-            self._timers.pop(compartment, None)
-        self._on_input(PulseEnded(compartment))
 
     def energized(self) -> list[str]:
         """Compartments whose latch output is on right now."""
@@ -158,12 +139,11 @@ class GpioLockBus:
 
     def all_off(self) -> None:
         """Switch every latch output off now."""
-        with self._lock:
-            for timer in self._timers.values():
-                timer.cancel()
-            self._timers.clear()
-            for relay in self._relays.values():
-                relay.off()
+        self._timers.cancel_all(then=self._relays_off)
+
+    def _relays_off(self) -> None:
+        for relay in self._relays.values():
+            relay.off()
 
     def close(self) -> None:
         """Switch every output off and release every pin."""

@@ -96,8 +96,8 @@ from locker_controller.core.model import (
     DoorSensed,
     Input,
     OccupancySensed,
-    PulseEnded,
 )
+from locker_controller.lockbus import PulseTimers
 
 log = logging.getLogger(__name__)
 
@@ -278,8 +278,7 @@ class RecordingLockBus:
     def __init__(self, physics: Physics, deliver: Callable[[Input], None]) -> None:
         self._physics = physics
         self._deliver = deliver
-        self._lock = threading.Lock()
-        self._timers: dict[str, threading.Timer] = {}
+        self._timers = PulseTimers(lambda name: None, deliver)
         self._closed = threading.Event()
         self._seen = physics.doors()
         self._sensor = threading.Thread(target=self._sense, name="rig-sensors", daemon=True)
@@ -293,26 +292,14 @@ class RecordingLockBus:
     def unlock(self, compartment: str, pulse_ms: int) -> None:
         """Record the energization, then hold it for ``pulse_ms`` (at most ``MAX_PULSE_MS``)."""
         duration_ms = max(0, min(pulse_ms, MAX_PULSE_MS))
-        with self._lock:
-            previous = self._timers.pop(compartment, None)
-            if previous is not None:
-                previous.cancel()
-            self._physics.record_pulse(compartment, duration_ms)
-            timer = threading.Timer(duration_ms / 1000, self._end_pulse, args=(compartment,))
-            timer.daemon = True
-            self._timers[compartment] = timer
-            timer.start()
-
-    def _end_pulse(self, compartment: str) -> None:
-        with self._lock:
-            self._timers.pop(compartment, None)
-        self._deliver(PulseEnded(compartment))
+        self._timers.start(
+            compartment, pulse_ms, lambda: self._physics.record_pulse(compartment, duration_ms)
+        )
 
     def read_all(self) -> BusRead:
         """Every door and item as the physical world has them, and which outputs are on."""
         doors = self._physics.doors()
-        with self._lock:
-            energized = set(self._timers)
+        energized = self._timers.running()
         return BusRead(
             {
                 name: CompartmentReading(
@@ -326,10 +313,7 @@ class RecordingLockBus:
 
     def all_off(self) -> None:
         """Every output off now (pending pulse timers cancelled)."""
-        with self._lock:
-            for timer in self._timers.values():
-                timer.cancel()
-            self._timers.clear()
+        self._timers.cancel_all()
 
     def close(self) -> None:
         """Outputs off, sensors stopped."""

@@ -168,7 +168,7 @@ def test_no_code_pin_or_password_reaches_a_log(
         station.stop()
     secrets = {code} | {login.secret for login in station.seed.logins}
     text = "\n".join(r.getMessage() for r in caplog.records)
-    assert len(caplog.records) > 20  # the pickup was logged at all
+    assert len(caplog.records) > 10  # the pickup was logged at all (the count varies with acks)
     leaked = sorted(s for s in secrets if s in text)
     assert leaked == [], f"secrets in logs: {len(leaked)}"
     assert code not in capsys.readouterr().out
