@@ -848,12 +848,17 @@ def outbox_progress(rig_dir: Path) -> OutboxProgress:
     if not path.exists():
         return OutboxProgress(0, 0, is_latest_boot_acked=False)
     with closing(sqlite3.connect(path, timeout=10)) as db:
-        pending, boots, acked = db.execute(
-            "SELECT (SELECT COUNT(*) FROM events WHERE acked = 0),"
-            " (SELECT COUNT(*) FROM boots),"
-            " EXISTS (SELECT 1 FROM events WHERE acked = 1"
-            " AND boot_no = (SELECT MAX(boot_no) FROM boots))"
-        ).fetchone()
+        try:
+            pending, boots, acked = db.execute(
+                "SELECT (SELECT COUNT(*) FROM events WHERE acked = 0),"
+                " (SELECT COUNT(*) FROM boots),"
+                " EXISTS (SELECT 1 FROM events WHERE acked = 1"
+                " AND boot_no = (SELECT MAX(boot_no) FROM boots))"
+            ).fetchone()
+        except sqlite3.OperationalError:
+            # A controller killed while creating its outbox leaves the file without tables
+            # until the next boot creates them (one transaction): nothing there yet.
+            return OutboxProgress(0, 0, is_latest_boot_acked=False)
     return OutboxProgress(int(pending), int(boots), bool(acked))
 
 
