@@ -165,16 +165,19 @@ def run_pickup(station: Station) -> int:
         f"{locker.sim.pulses(compartment)} rising edge(s)",
     )
 
+    grant_id = pickup["grant_id"]
+    # The door's closing settles 50 ms after the simulated resident shuts it, and may be recorded
+    # after the refusal of the re-entered code: wait for both before judging either.
     stored = _wait(
-        "the cloud to store the refusal",
+        "the cloud to store the refusal and the door's closing",
         lambda: (
             (events := maintainer.call("GET", f"/api/v1/devices/{device_id}/events"))
             and any(e["type"] == "code_refused" for e in events)
+            and any(e["type"] == "door_closed" and e["grant_id"] == grant_id for e in events)
             and events
         ),
         10,
     )
-    grant_id = pickup["grant_id"]
     door_events = [
         e
         for e in stored
