@@ -463,3 +463,36 @@ def test_a_door_still_open_after_the_restart_is_credited_to_the_waiting_grant(
     ]
     closing = rig.door("A1", is_open=False)
     assert [r.type for r in records(closing)] == ["door_closed"]
+
+
+def test_a_door_found_open_with_the_item_still_inside_is_credited_to_the_waiting_grant(
+    fake_clock: FakeClock,
+) -> None:
+    """Found by bench/crash_trials.py: killed right after the pulse, back while the resident
+    stands at the open door; she takes the item afterwards, and the code must not open again."""
+    rig = _restarted_after_pulse(fake_clock)
+    outputs = rig.feed(BusRead({n: CompartmentReading(n == "A1", None, True) for n in NAMES}))
+    assert [(r.type, r.grant_id) for r in records(outputs)] == [
+        ("door_opened", "grt_g1"),
+        ("grant_consumed", "grt_g1"),
+    ]
+    taken = rig.item("A1", is_present=False)
+    assert [(r.type, r.grant_id) for r in records(taken)] == [("occupancy_changed", "grt_g1")]
+    rig.door("A1", is_open=False)
+    fake_clock.advance(COOLDOWN_MS + 1)
+    assert [r.reason for r in records(rig.code())] == ["used"]
+
+
+def test_a_pickup_finished_while_down_after_its_opening_was_seen_is_settled_once(
+    fake_clock: FakeClock,
+) -> None:
+    rig = Rig(make_state(make_grant()), fake_clock)
+    assert pulses(rig.code())
+    rig.door("A1", is_open=True)  # seen and consumed; then the controller dies
+    restarted = from_document(rig.state.identity, NAMES, to_document(rig.state))
+    rig = Rig(restarted, fake_clock)
+    outputs = rig.feed(BusRead({n: CompartmentReading(False, None, n != "A1") for n in NAMES}))
+    assert [(r.type, r.grant_id) for r in records(outputs)] == [
+        ("occupancy_changed", "grt_g1"),
+        ("door_closed", "grt_g1"),
+    ]

@@ -233,9 +233,24 @@ def _changed_while_down(state: ControllerState, c: Compartment) -> Result:
     c = replace(c, restored=None)
     state = set_compartment(state, c)
     now_item: Occupancy = "present" if c.item_raw else "absent"
+    grant_id = grant_of(state, by)
+    if c.door_raw and grant_id is not None and purpose is not None:
+        # Found open while a pulse was waiting (or after it opened): that pulse released it.
+        # Learning the door credits the grant (consuming it); its closing is seen as usual.
+        state = set_compartment(state, replace(c, opened_by=grant_id, opened_purpose=purpose))
+        if before == "unknown" or before == now_item:
+            return state, []
+        return state, [
+            RecordEvent(
+                "occupancy_changed",
+                compartment=c.name,
+                grant_id=grant_id,
+                reason="while_down",
+                data={"occupancy": now_item},
+            )
+        ]
     if before == "unknown" or before == now_item:
         return state, []
-    grant_id = grant_of(state, by)
     if grant_id is None or purpose is None or EXPECTED_AFTER.get(purpose) != now_item:
         event = alarm(c, "occupancy_unexplained", occupancy=now_item, while_down=True)
         return state, [event]
@@ -246,18 +261,15 @@ def _changed_while_down(state: ControllerState, c: Compartment) -> Result:
         reason="while_down",
         data={"occupancy": now_item},
     )
-    if c.door_raw:
-        # Still open: learning the door now credits this grant (consuming it), and its closing
-        # is seen and reported as usual.
-        state = set_compartment(state, replace(c, opened_by=grant_id, opened_purpose=purpose))
-        return state, [changed]
     use = state.uses.get(grant_id, GrantUse())
-    state = replace(state, uses={**state.uses, grant_id: replace(use, is_consumed=True)})
-    outputs: list[Output] = [
-        RecordEvent("door_opened", compartment=c.name, grant_id=grant_id, reason="while_down"),
-        RecordEvent("grant_consumed", compartment=c.name, grant_id=grant_id),
-        changed,
-    ]
+    outputs: list[Output] = [changed]
+    if not use.is_consumed:  # else its opening was seen before the controller went down
+        state = replace(state, uses={**state.uses, grant_id: replace(use, is_consumed=True)})
+        outputs = [
+            RecordEvent("door_opened", compartment=c.name, grant_id=grant_id, reason="while_down"),
+            RecordEvent("grant_consumed", compartment=c.name, grant_id=grant_id),
+            changed,
+        ]
     epoch = c.epoch + (1 if purpose in ("dropoff", "return") else 0)
     state = set_compartment(state, replace(c, epoch=epoch))
     closed = RecordEvent(
