@@ -143,6 +143,8 @@ def report(results: list[TrialResult], rig_errors: list[str], elapsed_s: float, 
         by_kind = Counter(kind_of(r) for r in trials)
         detail = ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items()))
         print(f"  {tag:<10} {len(trials):>4} trials   {detail}")
+        for r in trials[:2]:
+            print(f"    e.g. {r.spec.name} ({r.spec.crash_at or 'SIGKILL'}): {r.world[0]}")
     observed: Counter[str] = Counter()
     for r in results:
         observed.update({o.split(":")[0] for o in r.observations})

@@ -2,10 +2,12 @@
 
 Order of effects for every input (system.md, "Non-negotiables"):
 1. ``decide`` computes the new state and the outputs;
-2. the durable state document is persisted (grant uses, replay window, time floor) — *before*
-   anything leaves the process;
-3. outputs run in order: events are committed to the outbox before the latch command that follows
-   them, then published; a pulse is carried out by the lock bus, bounded.
+2. if a latch moves, the durable state document is persisted first (grant uses, replay window,
+   time floor), then the events are committed to the outbox, then the latch is pulsed (bounded):
+   a crash can lose a pulse, never make one twice. If no latch moves (a sensed fact), the events
+   are committed *before* the state that reflects them: a crash in between makes the restarted
+   controller see the fact again (reported twice, settled once), never lose it;
+3. events are published after they are committed; other outputs run in order.
 
 At start-up every latch output is switched off before anything else; at stop, again. The core
 thread wakes at least every ``TICK_S`` and exactly at the core's next deadline (debounce, pulse
@@ -269,7 +271,18 @@ class LockerDaemon:
         previous = self._state
         state, outputs = decide(previous, item, self._clock.now())  # type: ignore[arg-type]
         self._state = state
-        if state is not previous:  # handlers return the same object when nothing changed
+        if state is not previous and not any(isinstance(o, PulseLatch) for o in outputs):
+            # A sensed fact (no latch moves): its events are committed before the state that
+            # already reflects it, so a crash between the two makes the restarted controller see
+            # the fact again (reported twice, settled once) instead of never reporting it.
+            rows = self._commit([o for o in outputs if isinstance(o, RecordEvent)])
+            self._store.save(to_document(state))
+            crash_point("state.persisted")
+            self._publish_events(rows)
+            outputs = [o for o in outputs if not isinstance(o, RecordEvent)]
+        elif state is not previous:  # handlers return the same object when nothing changed
+            # A latch moves: the grant's use is persisted before anything else, so a crash can
+            # only lose a pulse, never make one twice.
             self._store.save(to_document(state))
             crash_point("state.persisted")
         shown = self._execute(outputs)
@@ -349,6 +362,12 @@ class LockerDaemon:
 
     def _record(self, records: list[RecordEvent]) -> None:
         """Commit events to the outbox in one transaction, then publish them (in order)."""
+        self._publish_events(self._commit(records))
+
+    def _commit(self, records: list[RecordEvent]) -> list[tuple[str, int, bytes, int]]:
+        """Stamp and commit events to the outbox in one transaction; return the rows."""
+        if not records:
+            return []
         now = self._clock.now()
         wall_ms, trust = trusted_time(self._state, now)
         rows: list[tuple[str, int, bytes, int]] = []
@@ -371,12 +390,17 @@ class LockerDaemon:
             rows.append((self.boot_id, self._seq, encode(event), wall_ms))
         self._outbox.append_all(rows)
         crash_point("outbox.appended")
-        # In order: new events wait while a backlog is still being replayed.
-        if self._link.is_connected and self._outbox.depth() <= SEND_WINDOW:
-            for boot_id, seq, payload, _ in rows:
-                self._link.publish("evt", payload)
-                crash_point("evt.published")
-                self._outbox.mark_sent(boot_id, seq, now.mono_ms)
+        return rows
+
+    def _publish_events(self, rows: list[tuple[str, int, bytes, int]]) -> None:
+        """Publish committed events, unless a backlog is still being replayed (order)."""
+        if not rows or not self._link.is_connected or self._outbox.depth() > SEND_WINDOW:
+            return
+        now_ms = self._clock.now().mono_ms
+        for boot_id, seq, payload, _ in rows:
+            self._link.publish("evt", payload)
+            crash_point("evt.published")
+            self._outbox.mark_sent(boot_id, seq, now_ms)
 
     def _publish_state(self) -> None:
         state = State(
