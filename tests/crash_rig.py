@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import fcntl
 import itertools
 import json
@@ -363,6 +364,7 @@ def run_child(rig_dir: Path, broker: BrokerAddress, keypad_path: Path) -> int:
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a stop that hangs shows where
     daemon.start()
     keypad = LocalKeypad(daemon, keypad_path, language="en").start()
     status_path = rig_dir / "child.json"
@@ -480,6 +482,8 @@ class ControllerProcess:
                 proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.stop_timed_out = True
+                proc.send_signal(signal.SIGUSR1)  # every thread's stack into the boot log
+                time.sleep(0.5)
                 proc.kill()
                 proc.wait()
         return proc.returncode
