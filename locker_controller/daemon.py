@@ -2,11 +2,12 @@
 
 Order of effects for every input (system.md, "Non-negotiables"):
 1. ``decide`` computes the new state and the outputs;
-2. if a latch moves, the durable state document is persisted first (grant uses, replay window,
-   time floor), then the events are committed to the outbox, then the latch is pulsed (bounded):
-   a crash can lose a pulse, never make one twice. If no latch moves (a sensed fact), the events
-   are committed *before* the state that reflects them: a crash in between makes the restarted
-   controller see the fact again (reported twice, settled once), never lose it;
+2. if a latch moves or a grant is spent (a pulse, a consumption), the durable state document is
+   persisted first (grant uses, replay window, time floor), then the events are committed to the
+   outbox, then the latch is pulsed (bounded): a crash can lose a pulse or a report, never open
+   for a code twice. Otherwise (a sensed fact), the events are committed *before* the state that
+   reflects them: a crash in between makes the restarted controller see the fact again
+   (reported twice, settled once), never lose it;
 3. events are published after they are committed; other outputs run in order.
 
 At start-up every latch output is switched off before anything else; at stop, again. The core
@@ -271,8 +272,9 @@ class LockerDaemon:
         previous = self._state
         state, outputs = decide(previous, item, self._clock.now())  # type: ignore[arg-type]
         self._state = state
-        if state is not previous and not any(isinstance(o, PulseLatch) for o in outputs):
-            # A sensed fact (no latch moves): its events are committed before the state that
+        spends = state.uses is not previous.uses or any(isinstance(o, PulseLatch) for o in outputs)
+        if state is not previous and not spends:
+            # A sensed fact that spends no grant: its events are committed before the state that
             # already reflects it, so a crash between the two makes the restarted controller see
             # the fact again (reported twice, settled once) instead of never reporting it.
             rows = self._commit([o for o in outputs if isinstance(o, RecordEvent)])
@@ -281,8 +283,8 @@ class LockerDaemon:
             self._publish_events(rows)
             outputs = [o for o in outputs if not isinstance(o, RecordEvent)]
         elif state is not previous:  # handlers return the same object when nothing changed
-            # A latch moves: the grant's use is persisted before anything else, so a crash can
-            # only lose a pulse, never make one twice.
+            # A latch moves or a grant is spent: the use is persisted before anything else, so a
+            # crash can lose a pulse or a report, never open for a code twice.
             self._store.save(to_document(state))
             crash_point("state.persisted")
         shown = self._execute(outputs)

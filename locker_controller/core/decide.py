@@ -262,14 +262,15 @@ def _changed_while_down(state: ControllerState, c: Compartment) -> Result:
         data={"occupancy": now_item},
     )
     use = state.uses.get(grant_id, GrantUse())
-    outputs: list[Output] = [changed]
-    if not use.is_consumed:  # else its opening was seen before the controller went down
+    # The opening is reported even if it was seen before the crash: its report may have been
+    # lost with it (the cloud settles a repeated opening once).
+    outputs: list[Output] = [
+        RecordEvent("door_opened", compartment=c.name, grant_id=grant_id, reason="while_down")
+    ]
+    if not use.is_consumed:
         state = replace(state, uses={**state.uses, grant_id: replace(use, is_consumed=True)})
-        outputs = [
-            RecordEvent("door_opened", compartment=c.name, grant_id=grant_id, reason="while_down"),
-            RecordEvent("grant_consumed", compartment=c.name, grant_id=grant_id),
-            changed,
-        ]
+        outputs.append(RecordEvent("grant_consumed", compartment=c.name, grant_id=grant_id))
+    outputs.append(changed)
     epoch = c.epoch + (1 if purpose in ("dropoff", "return") else 0)
     state = set_compartment(state, replace(c, epoch=epoch))
     closed = RecordEvent(
