@@ -97,6 +97,7 @@ from locker_controller.gpio import GpioLockBus
 from locker_controller.sim import LockerSimulator, ObservablePin, simulation_factory
 from station.broker import MosquittoBroker, free_port, mosquitto_binary
 from station.cloud_server import CloudServer
+from station.scenarios import wait_for
 
 DEVICE_ID = "bench-locker"
 CHANNEL = "keypad"
@@ -148,13 +149,8 @@ def report(name: str, values_ms: Sequence[float]) -> tuple[float, float]:
     return median, p99
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll ``condition`` every 2 ms; stop the benchmark if it does not hold in time."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"bench scenario broken: {what} (waited {timeout_s:g} s)")
-        time.sleep(0.002)
+def _wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    wait_for(what, condition, timeout_s, every_s=0.002)  # 2 ms: the next sample starts sooner
 
 
 def door_is(daemon: LockerDaemon, name: str, door: str) -> Callable[[], bool]:
@@ -420,7 +416,7 @@ def run(samples: int, live: int, tmp: Path) -> Results:
         services = cloud.app.state.services
         devices: DeviceService = services.devices
         keys: CloudKeys = services.keys
-        wait_until(lambda: devices.broker_connected, 15, "cloud not connected to the broker")
+        _wait_until(lambda: devices.broker_connected, 15, "cloud not connected to the broker")
 
         # The controller, as station/locker.start_simulated_locker builds one, on this board.
         factory = simulation_factory()
@@ -468,7 +464,7 @@ def run(samples: int, live: int, tmp: Path) -> Results:
                 sign_body(keys.signing_key, keys.key_id, body),
                 retain=True,
             )
-            wait_until(
+            _wait_until(
                 lambda: d.state.cfg_version == version and len(d.state.grants) == len(batch),
                 15,
                 f"the controller did not apply the bench's grant list {version}",
@@ -476,7 +472,7 @@ def run(samples: int, live: int, tmp: Path) -> Results:
             time.sleep(0.2)  # let the core thread finish persisting it before the next sample
 
         push_list(0)
-        wait_until(
+        _wait_until(
             lambda: all(c.door == "closed" for c in d.state.compartments.values()),
             15,
             "doors not read closed",
@@ -498,10 +494,10 @@ def run(samples: int, live: int, tmp: Path) -> Results:
             delay = not_before.get(name, 0.0) - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            wait_until(door_is(d, name, "closed"), WAIT_S, f"{name} not closed and at rest")
+            _wait_until(door_is(d, name, "closed"), WAIT_S, f"{name} not closed and at rest")
             if d.outbox_depth():
                 waited_outbox += 1
-                wait_until(lambda: d.outbox_depth() == 0, WAIT_S, "outbox not drained")
+                _wait_until(lambda: d.outbox_depth() == 0, WAIT_S, "outbox not drained")
             if slot.timed and not document_kb:
                 document_kb.append((locker_dir / "state.json").stat().st_size / 1000)
 
@@ -544,14 +540,14 @@ def run(samples: int, live: int, tmp: Path) -> Results:
             # The resident (or maintainer) opens the door and shuts it again.
             if not sim.open_door(name):
                 raise RuntimeError(f"bench scenario broken: {name} did not open after its pulse")
-            wait_until(door_is(d, name, "open"), WAIT_S, f"{name} not read open")
+            _wait_until(door_is(d, name, "open"), WAIT_S, f"{name} not read open")
             sim.close_door(name)
-            wait_until(door_is(d, name, "closed"), WAIT_S, f"{name} not read closed")
+            _wait_until(door_is(d, name, "closed"), WAIT_S, f"{name} not read closed")
             if slot.path == "A" and slot.timed:
                 disk.append(fsync_probe(locker_dir))
         elapsed_s = time.monotonic() - started
 
-        wait_until(lambda: d.outbox_depth() == 0, WAIT_S, "outbox not drained at the end")
+        _wait_until(lambda: d.outbox_depth() == 0, WAIT_S, "outbox not drained at the end")
         sent = len([s for s in plan if s.path == "B"])
 
         def answered() -> int:
@@ -561,7 +557,7 @@ def run(samples: int, live: int, tmp: Path) -> Results:
             )
             return int(row["n"]) if row is not None else 0
 
-        wait_until(lambda: answered() >= sent, WAIT_S, "not every command answered ok")
+        _wait_until(lambda: answered() >= sent, WAIT_S, "not every command answered ok")
         document_kb.append((locker_dir / "state.json").stat().st_size / 1000)
         return Results(
             pure=pure,

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from linli.contract import Event, decode, parse_topic
 from linli.i18n import t
@@ -51,15 +51,24 @@ class Http:
         ]
 
 
-def _wait(what: str, probe: Callable[[], Any], timeout_s: float = 15.0) -> Any:
+T = TypeVar("T")
+
+
+def wait_for(
+    what: str, probe: Callable[[], T], timeout_s: float = 15.0, every_s: float = 0.05
+) -> T:
+    """Poll ``probe`` until it returns something truthy and return that; fail after the deadline.
+
+    Shared by the scenarios, the tests and the benchmarks that watch a running station.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         value = probe()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(every_s)
 
 
 def _events(messages: list[CapturedMessage], device_id: str) -> dict[tuple[str, int], Event]:
@@ -111,7 +120,7 @@ def run_pickup(station: Station) -> int:
     print(f"  keypad shows: {t(shown.key, 'en', **dict(shown.values)) if shown else '(nothing)'}")
     check("code accepted at the keypad", shown is not None and shown.key == "code.accepted")
 
-    _wait("the latch to release", lambda: locker.sim.open_door(compartment), 5)
+    wait_for("the latch to release", lambda: locker.sim.open_door(compartment), 5)
     took = locker.sim.take_item(compartment)
     time.sleep(0.3)  # a resident takes a moment before pushing the door shut
     locker.sim.close_door(compartment)
@@ -120,7 +129,7 @@ def run_pickup(station: Station) -> int:
     maintainer = Http(station.cloud.url)
     staff = next(login for login in seed.logins if login.role == "maintainer")
     maintainer.sign_in(staff.login, staff.secret)
-    item = _wait(
+    item = wait_for(
         "the cloud to mark the item picked up",
         lambda: (
             (i := maintainer.call("GET", f"/api/v1/items/{seed.reserved_item}"))["status"]
@@ -168,7 +177,7 @@ def run_pickup(station: Station) -> int:
     grant_id = pickup["grant_id"]
     # The door's closing settles 50 ms after the simulated resident shuts it, and may be recorded
     # after the refusal of the re-entered code: wait for both before judging either.
-    stored = _wait(
+    stored = wait_for(
         "the cloud to store the refusal and the door's closing",
         lambda: (
             (events := maintainer.call("GET", f"/api/v1/devices/{device_id}/events"))
@@ -198,7 +207,7 @@ def run_pickup(station: Station) -> int:
         balance["held"] == 0 and balance["balance"] == 50 - item["points"],
         f"balance {balance['balance']}, held {balance['held']}",
     )
-    _wait("the outbox to drain", lambda: locker.daemon.outbox_depth() == 0, 10)
+    wait_for("the outbox to drain", lambda: locker.daemon.outbox_depth() == 0, 10)
     check(
         "controller outbox drained (every event acknowledged by the cloud)",
         locker.daemon.outbox_depth() == 0,

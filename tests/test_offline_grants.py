@@ -22,10 +22,9 @@ Codes are never printed: they go only to the controller, and their repr hides th
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
 from contextlib import closing
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -44,11 +43,11 @@ from station.broker import MosquittoBroker
 from station.capture import MqttCapture
 from station.cloud_server import CloudServer
 from station.locker import SimulatedLocker
+from station.scenarios import wait_for
 
 DEVICE = "locker-a"
 SEED_CREDIT = 50
 """Points the demo seed credits every resident (cloud_api/seed.py)."""
-T = TypeVar("T")
 CaptureFactory = Callable[..., MqttCapture]
 
 
@@ -60,18 +59,6 @@ class Code(str):
 
 
 # --- waiting and reading ----------------------------------------------------------------------
-
-
-def wait_until(what: str, probe: Callable[[], T], timeout_s: float = 15.0) -> T:
-    """Poll ``probe`` until it returns something truthy; return it, or fail after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def services(cloud: CloudUnderTest) -> Services:
@@ -108,7 +95,7 @@ def start_locker(cloud: CloudUnderTest, simulated_locker: LockerFactory) -> Simu
         cloud.identity(DEVICE), cloud.broker, items=cloud.seed.items_in_lockers[DEVICE]
     )
     pickup = seeded_pickup(cloud)
-    wait_until("the controller to apply its grant list", lambda: holds_grant(locker, pickup))
+    wait_for("the controller to apply its grant list", lambda: holds_grant(locker, pickup))
     return locker
 
 
@@ -129,16 +116,16 @@ def open_swap_and_close(
 ) -> None:
     """A person at the door: pull it (it opens only if the latch released), take the item out
     and/or put one in, push it shut; each step once the controller has seen the previous one."""
-    wait_until(f"the latch of {name} to release", lambda: locker.sim.open_door(name), 5)
-    wait_until(f"{name} seen open", lambda: compartment_is(locker, name, door="open"))
+    wait_for(f"the latch of {name} to release", lambda: locker.sim.open_door(name), 5)
+    wait_for(f"{name} seen open", lambda: compartment_is(locker, name, door="open"))
     if take:
         assert locker.sim.take_item(name)
-        wait_until(f"{name} seen empty", lambda: compartment_is(locker, name, occupancy="absent"))
+        wait_for(f"{name} seen empty", lambda: compartment_is(locker, name, occupancy="absent"))
     if put:
         assert locker.sim.put_item(name)
-        wait_until(f"{name} seen full", lambda: compartment_is(locker, name, occupancy="present"))
+        wait_for(f"{name} seen full", lambda: compartment_is(locker, name, occupancy="present"))
     locker.sim.close_door(name)
-    wait_until(f"{name} seen closed", lambda: compartment_is(locker, name, door="closed"))
+    wait_for(f"{name} seen closed", lambda: compartment_is(locker, name, door="closed"))
 
 
 def outbox_rows(locker: SimulatedLocker) -> list[tuple[str, int, bytes]]:
@@ -181,8 +168,8 @@ def wait_settled(cloud: CloudUnderTest, locker: SimulatedLocker, item_id: str) -
         return row is not None and row["status"] == "picked_up"
 
     # Events the cloud missed are re-sent at most every RESEND_AFTER_MS (5 s).
-    wait_until("the cloud to mark the item picked up", settled, 20)
-    wait_until("the outbox to drain", lambda: locker.daemon.outbox_depth() == 0, 20)
+    wait_for("the cloud to mark the item picked up", settled, 20)
+    wait_for("the outbox to drain", lambda: locker.daemon.outbox_depth() == 0, 20)
 
 
 def settlement_rows(cloud: CloudUnderTest, item_id: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -281,7 +268,7 @@ def redeliver_everything(
         client.disconnect()
         client.loop_stop()
     # The cloud answers every event it handles, a duplicate included, with an ack.
-    wait_until("an ack for every re-delivered event", lambda: len(acks.messages()) >= len(rows))
+    wait_for("an ack for every re-delivered event", lambda: len(acks.messages()) >= len(rows))
     return len(rows)
 
 
@@ -338,7 +325,7 @@ def test_pickup_with_the_broker_stopped_settles_once_when_it_returns(
     port = mosquitto_broker.info.port
 
     mosquitto_broker.stop()
-    wait_until("the controller to lose the broker", lambda: not locker.daemon.link.is_connected)
+    wait_for("the controller to lose the broker", lambda: not locker.daemon.link.is_connected)
     shown = enter(locker, code)
     assert shown == "code.accepted"
     open_swap_and_close(locker, compartment)
@@ -374,7 +361,7 @@ def test_a_stale_grant_list_cannot_open_a_refilled_compartment(
             now_ms=now_ms,
         )
     services(cloud).devices.publish_config(DEVICE)
-    wait_until("the drop-off grant on the controller", lambda: holds_grant(locker, dropoff))
+    wait_for("the drop-off grant on the controller", lambda: holds_grant(locker, dropoff))
     state = locker.daemon.state
     epoch = state.compartments[compartment].epoch
     held = {g.grant_id: g.epoch for g in state.grants.values()}
@@ -393,7 +380,7 @@ def test_a_stale_grant_list_cannot_open_a_refilled_compartment(
     # Past the compartment's cool-down, so only the epoch can stand between the code and a pulse.
     last_pulse_ms = locker.daemon.state.compartments[compartment].last_pulse_mono_ms
     assert last_pulse_ms is not None
-    wait_until(
+    wait_for(
         "the cool-down after the drop-off's pulse",
         lambda: SystemClock().now().mono_ms - last_pulse_ms > COOLDOWN_MS,
     )
@@ -420,7 +407,7 @@ def test_a_revocation_works_on_the_next_message(
         ).fetchone()["compartment"]
     assert live_compartment != revoked_compartment
     services(cloud).devices.publish_config(DEVICE)
-    wait_until("both grants on the controller", lambda: holds_grant(locker, live))
+    wait_for("both grants on the controller", lambda: holds_grant(locker, live))
     assert holds_grant(locker, revoked)
     before = locker.daemon.state.cfg_version
 
@@ -430,7 +417,7 @@ def test_a_revocation_works_on_the_next_message(
         ).rowcount
     assert changed == 1
     version = services(cloud).devices.publish_config(DEVICE)
-    wait_until(
+    wait_for(
         "the controller to apply the revocation",
         lambda: locker.daemon.state.cfg_version >= version,
     )
@@ -445,6 +432,6 @@ def test_a_revocation_works_on_the_next_message(
 
     shown = enter(locker, grant_code(cloud, live))
     assert shown == "code.accepted"
-    wait_until("the live grant's door to open", lambda: locker.sim.open_door(live_compartment), 5)
+    wait_for("the live grant's door to open", lambda: locker.sim.open_door(live_compartment), 5)
     assert locker.sim.pulses(live_compartment) == 1
     assert locker.sim.pulses(revoked_compartment) == 0
