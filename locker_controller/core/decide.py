@@ -233,27 +233,8 @@ def _changed_while_down(state: ControllerState, c: Compartment) -> Result:
     c = replace(c, restored=None)
     state = set_compartment(state, c)
     now_item: Occupancy = "present" if c.item_raw else "absent"
+    is_changed = before not in ("unknown", now_item)
     grant_id = grant_of(state, by)
-    if c.door_raw and grant_id is not None and purpose is not None:
-        # Found open while a pulse was waiting (or after it opened): that pulse released it.
-        # Learning the door credits the grant (consuming it); its closing is seen as usual.
-        state = set_compartment(state, replace(c, opened_by=grant_id, opened_purpose=purpose))
-        if before == "unknown" or before == now_item:
-            return state, []
-        return state, [
-            RecordEvent(
-                "occupancy_changed",
-                compartment=c.name,
-                grant_id=grant_id,
-                reason="while_down",
-                data={"occupancy": now_item},
-            )
-        ]
-    if before == "unknown" or before == now_item:
-        return state, []
-    if grant_id is None or purpose is None or EXPECTED_AFTER.get(purpose) != now_item:
-        event = alarm(c, "occupancy_unexplained", occupancy=now_item, while_down=True)
-        return state, [event]
     changed = RecordEvent(
         "occupancy_changed",
         compartment=c.name,
@@ -261,6 +242,16 @@ def _changed_while_down(state: ControllerState, c: Compartment) -> Result:
         reason="while_down",
         data={"occupancy": now_item},
     )
+    if c.door_raw and grant_id is not None and purpose is not None:
+        # Found open while a pulse was waiting (or after it opened): that pulse released it.
+        # Learning the door credits the grant (consuming it); its closing is seen as usual.
+        state = set_compartment(state, replace(c, opened_by=grant_id, opened_purpose=purpose))
+        return state, [changed] if is_changed else []
+    if not is_changed:
+        return state, []
+    if grant_id is None or purpose is None or EXPECTED_AFTER.get(purpose) != now_item:
+        event = alarm(c, "occupancy_unexplained", occupancy=now_item, while_down=True)
+        return state, [event]
     use = state.uses.get(grant_id, GrantUse())
     # The opening is reported even if it was seen before the crash: its report may have been
     # lost with it (the cloud settles a repeated opening once).
@@ -362,7 +353,7 @@ class _GrantIndex:
     by_guard: Mapping[str, Grant]
     until: tuple[int, ...]
     """Every grant's ``valid_until_ms``, sorted."""
-    until_by_id: Mapping[str, int]
+    by_id: Mapping[str, Grant]
 
 
 _index: list[_GrantIndex] = []
@@ -376,7 +367,7 @@ def _grant_index(state: ControllerState) -> _GrantIndex:
         grants=state.grants,
         by_guard={g.guard_hash: g for g in grants if g.guard_hash},
         until=tuple(sorted(g.valid_until_ms for g in grants)),
-        until_by_id={g.grant_id: g.valid_until_ms for g in grants},
+        by_id={g.grant_id: g for g in grants},
     )
     _index[:] = [built]
     return built
@@ -389,7 +380,9 @@ def _live_codes(state: ControllerState, wall_ms: int) -> int:
     consumed = sum(
         1
         for grant_id, use in state.uses.items()
-        if use.is_consumed and index.until_by_id.get(grant_id, -1) >= wall_ms
+        if use.is_consumed
+        and (grant := index.by_id.get(grant_id)) is not None
+        and grant.valid_until_ms >= wall_ms
     )
     return unexpired - consumed
 
@@ -651,7 +644,7 @@ def _remote_open_grant(
     state: ControllerState, grant_id: str, compartment: Compartment, wall_ms: int, now: Now
 ) -> tuple[Grant | None, str | None]:
     """The grant a resident's "open now" names, and why it may not pulse (None: it may)."""
-    grant = next((g for g in state.grants.values() if g.grant_id == grant_id), None)
+    grant = _grant_index(state).by_id.get(grant_id)
     if grant is None:
         retired = next((g for g in state.retired.values() if g.grant_id == grant_id), None)
         return None, "unknown_grant" if retired is None else _retired_refusal(state, retired)
