@@ -82,6 +82,8 @@ RESEND_AFTER_MS = 5_000
 TELEMETRY_EVERY_MS = 30_000
 BUS_POLL_MS = 1_000
 SEND_WINDOW = 100
+RESEND_ON_CONFIG_AFTER_MS = 1_000
+"""A fresh signed list re-sends events in flight for longer than this (the cloud is back)."""
 """Events in flight at most: a backlog after an outage drains as the cloud acknowledges."""
 PRUNE_EVERY_MS = 60 * 60 * 1000
 
@@ -292,8 +294,11 @@ class LockerDaemon:
             reply(shown)
         if isinstance(item, ConfigArrived) and self._outbox.in_flight():
             # The cloud signs a list when it (re)connects and sees us online: it is back, and
-            # what it had not acknowledged was lost with its session. Send it again now.
-            self._send_due(resend_before_mono_ms=self._clock.now().mono_ms + 1)
+            # what it had not acknowledged a while ago was lost with its session. Send that
+            # again now (not what was sent a moment ago: the lists that follow a birth would
+            # otherwise repeat the boot's first events several times).
+            now_ms = self._clock.now().mono_ms
+            self._send_due(resend_before_mono_ms=now_ms - RESEND_ON_CONFIG_AFTER_MS)
 
     def _on_ack(self, payload: bytes) -> None:
         try:
