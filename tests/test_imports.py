@@ -169,3 +169,17 @@ def test_the_walker_catches_a_transitive_io_import(tmp_path: Path) -> None:
     assert any("paho.mqtt.client (third-party library)" in v for v in found)
     assert any("sqlite3 (I/O module)" in v for v in found)
     assert any("locker_controller (first-party module outside the core)" in v for v in found)
+
+
+def test_codecs_import_no_io_library() -> None:
+    """The serial codecs are sans-I/O: no ports, threads, sleeps or clocks."""
+    modules = [*_modules_under(ROOT / "firmware_bridge" / "codecs"), "firmware_bridge.errors"]
+    assert violations(modules, ("firmware_bridge.codecs", "firmware_bridge.errors")) == []
+    clocks = [
+        f"{m} -> {name}"
+        for m in modules
+        if (path := _module_file(m, ROOT)) is not None
+        for name in _imports(path, m)
+        if name.split(".")[0] in {"time", "datetime"}
+    ]
+    assert clocks == []
