@@ -56,8 +56,40 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("LINLI_GPIO"),
         help="GPIO backend; 'simulated' must be asked for explicitly (env LINLI_GPIO)",
     )
+    run.add_argument(
+        "--port",
+        default=os.environ.get("LINLI_BUS_PORT"),
+        help="serial port of an RS485 bank (kerong-4, modbus-4): a path or pyserial URL",
+    )
     run.add_argument("--broker-url", default=None)
     locker_sub.add_parser("code", parents=[common], help="enter a code at the local keypad")
+
+    bus = sub.add_parser("bus", parents=[common], help="installer tools for RS485 lock boards")
+    bus_sub = bus.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("scan", "print each board that answers, as 'board N'"),
+        ("selftest", "pulse one latch once; record polarity, capabilities, raw replies, RTT"),
+    ):
+        tool = bus_sub.add_parser(action, parents=[common], help=text)
+        tool.add_argument("--port", required=True, help="device path or pyserial URL")
+        tool.add_argument("--protocol", choices=["kerong", "modbus"], required=True)
+        tool.add_argument("--baudrate", type=int, default=0, help="0: the protocol's default")
+        if action == "scan":
+            tool.add_argument("--addresses", default=None, help="e.g. 0-15 or 1-247")
+        else:
+            tool.add_argument("--board", type=int, required=True, help="board number / unit")
+            tool.add_argument(
+                "--channel", type=int, required=True, help="Kerong lock 1-16, Modbus relay 0-7"
+            )
+            tool.add_argument("--report", default=None, help="where to write the JSON record")
+
+    scale = sub.add_parser("scale", parents=[common], help="installer tools for serial scales")
+    scale_sub = scale.add_subparsers(dest="action", required=True)
+    read = scale_sub.add_parser("read", parents=[common], help="read the scale's weight")
+    read.add_argument("--port", required=True, help="device path or pyserial URL")
+    read.add_argument("--format", choices=["and", "continuous", "sics"], default="sics")
+    read.add_argument("--baudrate", type=int, default=9600)
+    read.add_argument("--count", type=int, default=1, help="stable readings to print")
 
     terminal = sub.add_parser("terminal", parents=[common], help="run the valuation terminal")
     terminal.add_argument("--broker-url", default=None)
@@ -91,11 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         "db": "cloud_api.cli",
         "locker": "locker_controller.cli",
         "terminal": "valuation_terminal.cli",
+        "bus": "firmware_bridge.cli",
+        "scale": "firmware_bridge.cli",
     }[args.command]
     try:
         module = importlib.import_module(target)
     except ImportError as exc:
-        extra = {"station.cli": "demo", "cloud_api.cli": "cloud"}.get(target, args.command)
+        extra = {
+            "station.cli": "demo",
+            "cloud_api.cli": "cloud",
+            "firmware_bridge.cli": "locker",
+        }.get(target, args.command)
         print(
             f"linli {args.command} needs the [{extra}] extra: pip install 'linli[{extra}]' ({exc})",
             file=sys.stderr,

@@ -9,7 +9,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from linli.broker import BrokerAddress
 from linli.i18n import t
@@ -32,6 +34,36 @@ def _pin_factory(backend: str | None) -> object:
     raise SystemExit("choose the GPIO backend explicitly: --gpio lgpio (a Pi) or --gpio simulated")
 
 
+def _lock_bus(args: argparse.Namespace) -> tuple[list[str], Callable[..., Any]]:
+    """Compartment names and the lock-bus factory of the board named in the arguments.
+
+    A serial bank (``kerong-4``, ``modbus-4``) needs ``--port``; a GPIO board needs ``--gpio``.
+    A bad board map stops here, before any relay moves.
+    """
+    from hardware.gpio import BoardDefinitionError, board_by_name
+    from hardware.serial_boards import BANKS, BankDefinitionError, bank_by_name
+
+    if args.board in BANKS:
+        from firmware_bridge.lockbus import open_lock_bus
+
+        try:
+            bank = bank_by_name(args.board)
+        except BankDefinitionError as exc:
+            raise SystemExit(str(exc)) from None
+        if not args.port:
+            raise SystemExit(f"{args.board} is an RS485 bank: give its serial port with --port")
+        port = args.port
+        return bank.compartment_names(), lambda deliver: open_lock_bus(bank, port, deliver)
+    from locker_controller.gpio import GpioLockBus
+
+    try:
+        board = board_by_name(args.board)
+    except BoardDefinitionError as exc:
+        raise SystemExit(str(exc)) from None
+    factory = _pin_factory(args.gpio)
+    return board.compartment_names(), lambda deliver: GpioLockBus(board, factory, deliver)  # type: ignore[arg-type]
+
+
 def main(args: argparse.Namespace, data_dir: Path) -> int:
     """Run a locker sub-command."""
     if args.action == "code":
@@ -52,17 +84,14 @@ def main(args: argparse.Namespace, data_dir: Path) -> int:
         print("usage: linli locker {run,code} --data-dir DIR", file=sys.stderr)
         return 2
 
-    from hardware.gpio import BoardDefinitionError, board_by_name
     from locker_controller.daemon import LockerDaemon
-    from locker_controller.gpio import GpioLockBus
     from locker_controller.keypad import LocalKeypad
 
     try:
-        board = board_by_name(args.board)
         identity = DeviceIdentity.load(data_dir / "identity.json")
-    except (BoardDefinitionError, IdentityError) as exc:
+        names, make_bus = _lock_bus(args)
+    except IdentityError as exc:
         raise SystemExit(str(exc)) from None
-    factory = _pin_factory(args.gpio)
     broker = BrokerAddress.from_url(
         args.broker_url or os.environ.get("LINLI_BROKER_URL", "mqtt://127.0.0.1:1883"),
         os.environ.get("LINLI_BROKER_USERNAME"),
@@ -70,8 +99,8 @@ def main(args: argparse.Namespace, data_dir: Path) -> int:
     )
     daemon = LockerDaemon(
         identity,
-        board.compartment_names(),
-        lambda deliver: GpioLockBus(board, factory, deliver),  # type: ignore[arg-type]
+        names,
+        make_bus,
         data_dir,
         broker,
         keepalive_s=int(os.environ.get("LINLI_KEEPALIVE_S", "10")),

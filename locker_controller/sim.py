@@ -25,7 +25,7 @@ from __future__ import annotations
 import errno
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from gpiozero.pins.mock import MockFactory, MockPin
 
@@ -68,60 +68,162 @@ def simulation_factory() -> MockFactory:
     return MockFactory(pin_class=ObservablePin)
 
 
+class BankPhysics:
+    """Doors, latches and items of one bank, whatever wires them to the controller.
+
+    A door can be pulled open only after its latch was energized (a spring pops the door when the
+    solenoid releases) and it has not been shut since; shutting the door re-latches it; an item is
+    put in or taken out only through an open door. A jammed latch counts its pulses but no longer
+    releases; a pried door opens against its latch. Front ends — the GPIO pins of
+    :class:`LockerSimulator`, the serial boards of :mod:`firmware_bridge.sim` — report this state
+    in their own wiring and are told of every change through ``observers``.
+    """
+
+    def __init__(self, names: list[str], *, items: set[str] | None = None) -> None:
+        self.names = list(names)
+        self._lock = threading.Lock()
+        self._released = dict.fromkeys(names, False)
+        self._open = dict.fromkeys(names, False)
+        self._pulses = dict.fromkeys(names, 0)
+        self._jammed = dict.fromkeys(names, False)
+        self._items = {name: name in (items or set()) for name in names}
+        self.observers: list[Callable[[str], None]] = []
+
+    def _changed(self, name: str) -> None:
+        for observer in list(self.observers):
+            observer(name)
+
+    def energize(self, name: str) -> None:
+        """The latch coil of ``name`` was energized: count it, and release unless jammed."""
+        with self._lock:
+            self._pulses[name] += 1
+            if not self._jammed[name]:
+                self._released[name] = True
+        self._changed(name)
+
+    def pulses(self, name: str) -> int:
+        """How many times the latch of ``name`` was energized."""
+        with self._lock:
+            return self._pulses[name]
+
+    def is_open(self, name: str) -> bool:
+        """Whether the door stands open."""
+        return self._open[name]
+
+    def is_released(self, name: str) -> bool:
+        """Whether the latch is off its catch (released and not yet shut, or the door is open)."""
+        return self._released[name] or self._open[name]
+
+    def has_item(self, name: str) -> bool:
+        """Whether an item lies in the compartment."""
+        return self._items[name]
+
+    def open_door(self, name: str) -> bool:
+        """Pull the door; it opens only if its latch released since it was last closed."""
+        with self._lock:
+            if not self._released[name] or self._open[name]:
+                return False
+            self._open[name] = True
+        self._changed(name)
+        return True
+
+    def close_door(self, name: str) -> None:
+        """Push the door shut; the latch catches it again."""
+        with self._lock:
+            self._open[name] = False
+            self._released[name] = False
+        self._changed(name)
+
+    def force_door(self, name: str) -> bool:
+        """Pry the door open although its latch holds; False if it was already open."""
+        with self._lock:
+            if self._open[name]:
+                return False
+            self._open[name] = True
+        self._changed(name)
+        return True
+
+    def set_item(self, name: str, *, present: bool) -> bool:
+        """Put an item in or take it out; possible only through an open door."""
+        with self._lock:
+            if not self._open[name]:
+                return False
+            self._items[name] = present
+        self._changed(name)
+        return True
+
+    def jam(self, name: str) -> None:
+        """Energizing the latch no longer releases the door (a bent bolt, a burnt coil)."""
+        with self._lock:
+            self._jammed[name] = True
+
+
+class SimulatedBank(Protocol):
+    """What a test or the demo does to a simulated bank, whatever its wiring."""
+
+    physics: BankPhysics
+
+    def pulses(self, compartment: str) -> int: ...
+    def is_energized(self, compartment: str) -> bool: ...
+    def open_door(self, compartment: str) -> bool: ...
+    def close_door(self, compartment: str) -> None: ...
+    def take_item(self, compartment: str) -> bool: ...
+    def put_item(self, compartment: str) -> bool: ...
+    def jam(self, compartment: str) -> None: ...
+    def force_door(self, compartment: str) -> bool: ...
+    def stick_output_on(self, compartment: str) -> None: ...
+    def disconnect(self) -> None: ...
+    def reconnect(self) -> None: ...
+
+
 class LockerSimulator:
-    """Doors, latches and items of one simulated bank."""
+    """Doors, latches and items of one simulated GPIO bank, on gpiozero's mock pins."""
 
     def __init__(
         self, board: GpioBoard, factory: MockFactory, *, items: set[str] | None = None
     ) -> None:
         self._board = board
         self._factory = factory
-        self._lock = threading.Lock()
-        self._popped: dict[str, bool] = {c.name: False for c in board.compartments}
-        self._open: dict[str, bool] = {c.name: False for c in board.compartments}
-        self._pulses: dict[str, int] = {c.name: 0 for c in board.compartments}
-        self._jammed: dict[str, bool] = {c.name: False for c in board.compartments}
         self._by_name = {c.name: c for c in board.compartments}
-        self._items: dict[str, bool] = {
-            c.name: c.name in (items or set()) for c in board.compartments
-        }
+        self.physics = BankPhysics(board.compartment_names(), items=items)
         for c in board.compartments:
             relay: ObservablePin = factory.pin(c.relay_pin)
             relay.observers.append(self._relay_observer(c.name, c.relay_active_high))
 
     def attach(self) -> None:
-        """Drive every sensor pin from the physical state.
+        """Drive every sensor pin from the physical state, and keep driving it.
 
         Call after the controller built its input devices: gpiozero resets a mock input to its
         pull level when the device is created, as a real pin floats to its pull.
         """
         for c in self._board.compartments:
-            door = self._factory.pin(c.door_pin)
-            if self._open[c.name]:
-                door.drive_high()
+            self._drive(c.name)
+        self.physics.observers.append(self._drive)
+
+    def _drive(self, name: str) -> None:
+        c = self._by_name[name]
+        door = self._factory.pin(c.door_pin)
+        if self.physics.is_open(name):
+            door.drive_high()
+        else:
+            door.drive_low()  # a closed door's reed switch pulls the pin to ground
+        if c.presence_pin is not None:
+            presence = self._factory.pin(c.presence_pin)
+            if self.physics.has_item(name):
+                presence.drive_high()
             else:
-                door.drive_low()  # a closed door's reed switch pulls the pin to ground
-            if c.presence_pin is not None:
-                presence = self._factory.pin(c.presence_pin)
-                if self._items[c.name]:
-                    presence.drive_high()
-                else:
-                    presence.drive_low()
+                presence.drive_low()
 
     def _relay_observer(self, name: str, active_high: bool) -> Callable[[bool], None]:
         def observe(level: bool) -> None:
             if level == active_high:
-                with self._lock:
-                    self._pulses[name] += 1
-                    if not self._jammed[name]:
-                        self._popped[name] = True
+                self.physics.energize(name)
 
         return observe
 
     def pulses(self, compartment: str) -> int:
         """How many times the latch of ``compartment`` was energized."""
-        with self._lock:
-            return self._pulses[compartment]
+        return self.physics.pulses(compartment)
 
     def is_energized(self, compartment: str) -> bool:
         """Whether the latch relay of ``compartment`` is energized now."""
@@ -130,40 +232,24 @@ class LockerSimulator:
 
     def open_door(self, compartment: str) -> bool:
         """Pull the door; it opens only if its latch released since it was last closed."""
-        with self._lock:
-            if not self._popped[compartment] or self._open[compartment]:
-                return False
-            self._open[compartment] = True
-        self._factory.pin(self._by_name[compartment].door_pin).drive_high()
-        return True
+        return self.physics.open_door(compartment)
 
     def close_door(self, compartment: str) -> None:
         """Push the door shut; the latch catches it again."""
-        with self._lock:
-            self._open[compartment] = False
-            self._popped[compartment] = False
-        self._factory.pin(self._by_name[compartment].door_pin).drive_low()
+        self.physics.close_door(compartment)
 
     def take_item(self, compartment: str) -> bool:
-        """Take the item out; possible only through an open door."""
+        """Take the item out; possible only through an open door (and with a presence sensor)."""
         return self._set_item(compartment, present=False)
 
     def put_item(self, compartment: str) -> bool:
-        """Put an item in; possible only through an open door."""
+        """Put an item in; possible only through an open door (and with a presence sensor)."""
         return self._set_item(compartment, present=True)
 
     def _set_item(self, compartment: str, *, present: bool) -> bool:
-        c = self._by_name[compartment]
-        with self._lock:
-            if not self._open[compartment] or c.presence_pin is None:
-                return False
-            self._items[compartment] = present
-        pin = self._factory.pin(c.presence_pin)
-        if present:
-            pin.drive_high()
-        else:
-            pin.drive_low()
-        return True
+        if self._by_name[compartment].presence_pin is None:
+            return False
+        return self.physics.set_item(compartment, present=present)
 
     # --- what goes wrong ------------------------------------------------------------------
 
@@ -173,20 +259,14 @@ class LockerSimulator:
         The relay still switches and its pulses are still counted; the door simply stays held,
         so :meth:`open_door` fails after every later pulse.
         """
-        with self._lock:
-            self._jammed[compartment] = True
+        self.physics.jam(compartment)
 
     def force_door(self, compartment: str) -> bool:
         """Pry the door open although its latch holds; the item can then be taken or put in.
 
         Returns False if the door was already open.
         """
-        with self._lock:
-            if self._open[compartment]:
-                return False
-            self._open[compartment] = True
-        self._factory.pin(self._by_name[compartment].door_pin).drive_high()
-        return True
+        return self.physics.force_door(compartment)
 
     def stick_output_on(self, compartment: str) -> None:
         """Drive the relay output to its active level without the controller asking.

@@ -2,7 +2,9 @@
 
 Starts a broker (a private Mosquitto child process when the binary is installed, else the embedded
 amqtt on 127.0.0.1 with its limits stated), the cloud on a local port with seeded demo data, and
-two locker controllers on gpiozero's MockFactory wired to the door and occupancy simulator.
+two locker controllers: locker-a on gpiozero's MockFactory, locker-b on the real RS485 adapter
+talking to a Kerong board simulated byte for byte on a pseudo-terminal; both banks' doors and items
+come from the same physics simulator.
 With ``--scenario pickup`` it runs one pickup unattended and exits 0 only if independent checks
 confirm it (station/scenarios.py).
 """
@@ -28,6 +30,9 @@ from station.cloud_server import CloudServer
 from station.locker import SimulatedLocker, start_simulated_locker
 
 log = logging.getLogger(__name__)
+
+DEMO_BOARDS = {"locker-a": "gpio-4", "locker-b": "kerong-4"}
+"""Which simulated hardware each demo bank runs on (station/locker.py)."""
 
 
 @dataclass
@@ -85,6 +90,7 @@ def start_station(
                 identity,
                 data_dir / device_id,
                 address,
+                board_name=DEMO_BOARDS.get(device_id, "gpio-4"),
                 items=seed.items_in_lockers.get(device_id, set()),
                 keepalive_s=keepalive_s,
             )
@@ -111,8 +117,9 @@ def describe(station: Station) -> str:
         f"  HTTP (cloud API):  {station.cloud.url}   (API docs: {station.cloud.url}/docs)",
         f"  MQTT broker:       {station.broker_address.url}   ({broker_note})",
         f"  Data directory:    {station.data_dir}",
-        "  Simulated:         lockers locker-a and locker-b (GPIO on gpiozero MockFactory, doors and",
-        "                     item sensors by the physics simulator); no camera, scale or terminal yet",
+        "  Simulated:         locker-a on GPIO (gpiozero MockFactory), locker-b on a Kerong KR-CU16",
+        f"                     board on a pseudo-terminal ({station.data_dir / 'locker-b' / 'ttyRS485'});",
+        "                     doors and items by the physics simulator; no camera or terminal yet",
         "  Real:              broker, cloud HTTP app, SQLite store, TinyDB state, SQLite outboxes",
         "  Demo logins (POST /api/v1/session with login + secret):",
     ]

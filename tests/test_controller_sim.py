@@ -1,14 +1,16 @@
 """The real controller daemon on the simulated bank: alarms raised by what happens physically.
 
-Every test drives the real :class:`~locker_controller.daemon.LockerDaemon` through the real
-:class:`~locker_controller.gpio.GpioLockBus` on gpiozero's ``MockFactory``, with the
-:class:`~locker_controller.sim.LockerSimulator` as the world around it: residents pull doors, latches
-jam, doors are pried open, sensor lines fail. Grants arrive as signed configuration through the
+Every test drives the real :class:`~locker_controller.daemon.LockerDaemon` through a real lock
+bus, once per bus: the :class:`~locker_controller.gpio.GpioLockBus` on gpiozero's ``MockFactory``,
+and the Kerong and Modbus adapters (:mod:`firmware_bridge.lockbus`) on a pseudo-terminal with the
+board simulated byte for byte. The same :class:`~locker_controller.sim.BankPhysics` is the world
+around them: residents pull doors, latches jam, doors are pried open, the sensor lines or the bus
+fail. Grants arrive as signed configuration through the
 daemon's inbox (the path MQTT uses); codes are entered as at the keypad.
 
 Time: the daemon runs on a :class:`~linli.clock.FakeClock`, so debounce, the pulse window and the
-ajar delay pass when a test advances it; only latch pulses (100 ms, the adapter's real timer) take
-real time. A test waits for what it expects by polling the outbox (the real SQLite file) or the
+ajar delay pass when a test advances it; only latch pulses (100 ms, timed by the adapter or the board) and the
+serial adapter's poll take real time. A test waits for what it expects by polling the outbox (the real SQLite file) or the
 daemon's state with a deadline, and advances the clock only once the daemon has seen the reading
 the advance must settle. No broker is needed: the daemon records every event in its outbox first
 and publishes only when connected, so it runs against a port where nothing listens.
@@ -27,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import hardware.gpio as hardware_gpio
 import locker_controller.cli as locker_cli
+from firmware_bridge.codecs import kerong, modbus
+from firmware_bridge.sim.boards import BoardSim, KerongBoardSim
 from hardware.gpio import GPIO_CAPABILITIES, GpioBoard, GpioCompartment, board_by_name
 from linli.broker import BrokerAddress
 from linli.clock import FakeClock
@@ -57,6 +61,7 @@ from locker_controller.gpio import GpioLockBus
 from locker_controller.lockbus import LockBusError
 from locker_controller.sim import LockerSimulator, ObservablePin, simulation_factory
 from station.broker import free_port
+from station.locker import simulated_wiring
 
 DEADLINE_S = 5.0
 DEVICE_ID = "locker-sim1"
@@ -117,21 +122,24 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = DEAD
 class Bank:
     """A running controller on a simulated bank, its fake clock, and its outbox file."""
 
-    def __init__(self, data_dir: Path, clock: FakeClock, items: set[str]) -> None:
+    def __init__(
+        self, data_dir: Path, clock: FakeClock, items: set[str], board_name: str = "gpio-4"
+    ) -> None:
         self.clock = clock
-        self.factory = simulation_factory()
-        self.sim = LockerSimulator(BOARD, self.factory, items=items)
+        self.board_name = board_name
+        self.wiring = simulated_wiring(board_name, data_dir, items)
+        self.sim = self.wiring.sim
         identity = DeviceIdentity(DEVICE_ID, {KEY_ID: public_key_bytes(CLOUD_KEY)}, CODE_KEY)
         self._outbox_path = data_dir / "outbox.sqlite3"
         self.daemon = LockerDaemon(
             identity,
-            NAMES,
-            lambda deliver: GpioLockBus(BOARD, self.factory, deliver),
+            self.wiring.names,
+            self.wiring.make_bus,
             data_dir,
             BrokerAddress("127.0.0.1", free_port()),  # nothing listens: no broker needed
             clock=clock,
         )
-        self.sim.attach()
+        self.wiring.attach()
         self.daemon.start()
         self.wait_state(
             lambda s: all(c.door == "closed" for c in s.compartments.values()),
@@ -139,14 +147,8 @@ class Bank:
         )
 
     def stop(self) -> None:
-        # gpiozero's Button waits out its 1 s hold time on close while pressed (a closed door):
-        # release the reed switches first so teardown does not wait.
-        for c in BOARD.compartments:
-            pin: ObservablePin = self.factory.pin(c.door_pin)
-            pin.is_disconnected = False
-            pin.drive_high()
         self.daemon.stop()
-        self.factory.close()
+        self.wiring.stop()
 
     # --- what the daemon did -----------------------------------------------------------------
 
@@ -243,10 +245,17 @@ class Bank:
         self.clock.advance(BUS_POLL_MS)
 
 
-@pytest.fixture
-def bank(tmp_path: Path, fake_clock: FakeClock) -> Iterator[Bank]:
+BUSES = ["gpio-4", "kerong-4", "modbus-4"]
+"""The same tests on every lock bus: GPIO on gpiozero's MockFactory, and the serial adapters on a
+pseudo-terminal with a Kerong or a Modbus board simulated byte for byte (station/locker.py)."""
+REPORTS_OUTPUTS = {"gpio-4": True, "kerong-4": False, "modbus-4": True}
+"""Whether the bus can read its latch outputs back (a Kerong board cannot)."""
+
+
+@pytest.fixture(params=BUSES)
+def bank(request: pytest.FixtureRequest, tmp_path: Path, fake_clock: FakeClock) -> Iterator[Bank]:
     """A running controller; A2 holds an item, A1, A3 and A4 are empty."""
-    running = Bank(tmp_path / "locker", fake_clock, items={"A2"})
+    running = Bank(tmp_path / "locker", fake_clock, items={"A2"}, board_name=request.param)
     yield running
     running.stop()
 
@@ -382,16 +391,34 @@ def test_closing_a_dropoff_without_an_item_raises_dropoff_empty(bank: Bank) -> N
 
 
 def test_an_output_driven_on_behind_the_controllers_back_is_forced_off(bank: Bank) -> None:
+    if not REPORTS_OUTPUTS[bank.board_name]:
+        pytest.skip(f"{bank.board_name}: the board does not report its outputs")
     bank.sim.stick_output_on("A3")
-    assert bank.sim.is_energized("A3")  # the pin really is at its active level now
+    assert bank.sim.is_energized("A3")  # the output really is at its active level now
 
     bank.poll()
     alarm = bank.wait_event("alarm", reason="output_forced_off", compartment="A3")
     assert alarm.data["bound_ms"] == MAX_PULSE_MS
-    wait_until(lambda: not any(bank.sim.is_energized(n) for n in NAMES), "every relay off")
-    for c in BOARD.compartments:
-        assert bool(bank.factory.pin(c.relay_pin).state) is not c.relay_active_high, c.name
+    wait_until(lambda: not any(bank.sim.is_energized(n) for n in NAMES), "every output off")
     assert bank.state.compartments["A3"].attention == "output_forced_off"
+
+
+def test_an_unlock_whose_reply_is_lost_pulses_once_and_the_door_still_counts(bank: Bank) -> None:
+    """The board fires but its acknowledgement never arrives: the controller records it, reads
+    the board instead of sending the unlock again, and the resident's opening is still the
+    grant's."""
+    if not isinstance(bank.sim, BoardSim):
+        pytest.skip("a GPIO relay has no reply to lose")
+    unlock = kerong.CMD_UNLOCK if isinstance(bank.sim, KerongBoardSim) else modbus.FC_WRITE_COIL
+    bank.configure(grant("grt_pick2", CODE_A2, "A2", "pickup"))
+    bank.sim.lose_replies(1, to=unlock)
+
+    bank.open_by_code("A2", CODE_A2)
+    bank.wait_event("unlock_unanswered", compartment="A2")
+    opened = bank.wait_event("door_opened", compartment="A2")
+    assert opened.grant_id == "grt_pick2"
+    assert bank.sim.pulses("A2") == 1
+    assert bank.matching("alarm") == []
 
 
 # --- the adapter and the simulator's failures --------------------------------------------------
