@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from linli.cli import build_parser
+
 paho_client = pytest.importorskip("paho.mqtt.client")
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
@@ -445,6 +447,9 @@ def test_systemd_unit_parses_and_starts_linli(role: str) -> None:
     argv = service["ExecStart"].split()
     assert Path(argv[0]).name == "linli"
     assert argv[1] == role
+    args = build_parser().parse_args(argv[1:])  # a command linli runs, not its usage line
+    if role == "locker":
+        assert args.action == "run"
     assert service["User"] == "linli"
     assert service["Restart"] == "always"
     assert service["NoNewPrivileges"] == "yes"
