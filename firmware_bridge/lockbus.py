@@ -31,6 +31,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 from firmware_bridge.codecs import kerong, modbus
 from firmware_bridge.codecs.base import Decoder
@@ -64,6 +65,7 @@ class SerialLockBus:
     (``_fire``), end a pulse (``_end_pulse``) and switch everything off (``_switch_all_off``).
     """
 
+    protocol: ClassVar[str]
     read_timeout_s = 0.3
     unlock_timeout_s = 0.5
     pulse_unit_ms = 10
@@ -77,6 +79,8 @@ class SerialLockBus:
         poll_ms: int = POLL_MS,
     ) -> None:
         validate(bank)
+        if bank.protocol != self.protocol:
+            raise ValueError(f"{bank.name} is a {bank.protocol} bank, not {self.protocol}")
         self.bank = bank
         self.transport = transport
         self._on_input = on_input
@@ -84,6 +88,8 @@ class SerialLockBus:
         self._timers = PulseTimers(self._end_pulse, on_input)
         self._seen: dict[str, CompartmentReading] = {}
         self._seen_lock = threading.Lock()
+        self._energize_ms: dict[int, int] = {}
+        """Per board, the energize time last set (boards that take one: Kerong)."""
         self._stop = threading.Event()
         self._poll_s = poll_ms / 1000
         self._poller = threading.Thread(target=self._poll, name=f"poll:{bank.name}", daemon=True)
@@ -124,15 +130,11 @@ class SerialLockBus:
             for name, now in readings.items():
                 before = self._seen.get(name)
                 self._seen[name] = now
-                if not deliver:
-                    continue
-                if now.door_open is not None and (
-                    before is None or before.door_open != now.door_open
-                ):
+                if not deliver or before is None:
+                    continue  # a first reading is a baseline, not an edge
+                if now.door_open is not None and before.door_open != now.door_open:
                     changes.append(DoorSensed(name, is_open=now.door_open))
-                if now.item_present is not None and (
-                    before is None or before.item_present != now.item_present
-                ):
+                if now.item_present is not None and before.item_present != now.item_present:
                     changes.append(OccupancySensed(name, is_present=now.item_present))
         for change in changes:
             self._on_input(change)
@@ -199,20 +201,8 @@ class KerongLockBus(SerialLockBus):
     energize time (``37``) is set first whenever the pulse length changes.
     """
 
+    protocol = "kerong"
     pulse_unit_ms = 10
-
-    def __init__(
-        self,
-        bank: SerialBank,
-        transport: SerialTransport,
-        on_input: Callable[[Input], None],
-        *,
-        poll_ms: int = POLL_MS,
-    ) -> None:
-        if bank.protocol != "kerong":
-            raise ValueError(f"{bank.name} is a {bank.protocol} bank, not kerong")
-        self._energize_ms: dict[int, int] = {}
-        super().__init__(bank, transport, on_input, poll_ms=poll_ms)
 
     def _read_boards(self) -> dict[str, CompartmentReading]:
         readings: dict[str, CompartmentReading] = {}
@@ -285,20 +275,9 @@ class ModbusLockBus(SerialLockBus):
     ``0x0200 + channel`` in 100 ms units; at its end the relay is written off and read back.
     """
 
+    protocol = "modbus"
     pulse_unit_ms = modbus.FLASH_UNIT_MS
     unlock_timeout_s = 0.3
-
-    def __init__(
-        self,
-        bank: SerialBank,
-        transport: SerialTransport,
-        on_input: Callable[[Input], None],
-        *,
-        poll_ms: int = POLL_MS,
-    ) -> None:
-        if bank.protocol != "modbus":
-            raise ValueError(f"{bank.name} is a {bank.protocol} bank, not modbus")
-        super().__init__(bank, transport, on_input, poll_ms=poll_ms)
 
     def _read_boards(self) -> dict[str, CompartmentReading]:
         readings: dict[str, CompartmentReading] = {}

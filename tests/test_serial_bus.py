@@ -9,12 +9,13 @@ every bus.
 from __future__ import annotations
 
 import json
-import queue
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from test_gpio_sim import Inbox
 
 from firmware_bridge.codecs import kerong, modbus
 from firmware_bridge.errors import BoardTimeout, ProtocolError, Unavailable
@@ -39,7 +40,6 @@ from hardware.serial_boards import (
 from linli.cli import main as linli_main
 from locker_controller.core.model import (
     DoorSensed,
-    Input,
     OccupancySensed,
     PulseEnded,
     UnlockUnanswered,
@@ -59,34 +59,6 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = DEAD
             pytest.fail(f"{what}: not within {timeout_s} s")
         time.sleep(0.005)
     return time.monotonic() - started
-
-
-class Inbox:
-    """What a bus enqueued for the core."""
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue[Input] = queue.Queue()
-        self.seen: list[Input] = []
-
-    def put(self, item: Input) -> None:
-        self.queue.put(item)
-
-    def drain(self) -> list[Input]:
-        while True:
-            try:
-                self.seen.append(self.queue.get_nowait())
-            except queue.Empty:
-                return self.seen
-
-    def wait_for(self, predicate: Callable[[Input], bool], what: str) -> Input:
-        found: list[Input] = []
-
-        def arrived() -> bool:
-            found[:] = [i for i in self.drain() if predicate(i)]
-            return bool(found)
-
-        wait_until(arrived, what)
-        return found[0]
 
 
 Rig = tuple[BoardSim, SerialLockBus, Inbox]
@@ -127,10 +99,10 @@ def test_an_unlock_fires_once_and_the_board_ends_the_pulse(rig: Rig) -> None:
     bus.unlock("A1", 200)
     assert sim.pulses("A1") == 1
     assert sim.is_energized("A1")
-    inbox.wait_for(lambda i: i == PulseEnded("A1"), "the pulse's end")
+    inbox.wait_for(PulseEnded("A1"))
     assert not sim.is_energized("A1")  # the board's own timer ended it first
     assert all(sim.pulses(n) == 0 for n in ("A2", "A3", "A4"))
-    assert not any(isinstance(i, UnlockUnanswered) for i in inbox.drain())
+    assert not any(isinstance(i, UnlockUnanswered) for i in inbox.seen + inbox.drain())
 
 
 def test_an_unlock_whose_reply_is_lost_is_never_sent_again(rig: Rig) -> None:
@@ -139,8 +111,8 @@ def test_an_unlock_whose_reply_is_lost_is_never_sent_again(rig: Rig) -> None:
     unlock = kerong.CMD_UNLOCK if isinstance(sim, KerongBoardSim) else modbus.FC_WRITE_COIL
     sim.lose_replies(1, to=unlock)
     bus.unlock("A3", 200)
-    inbox.wait_for(lambda i: i == UnlockUnanswered("A3"), "the unanswered unlock reported")
-    inbox.wait_for(lambda i: i == PulseEnded("A3"), "the pulse still timed")
+    inbox.wait_for(UnlockUnanswered("A3"))
+    inbox.wait_for(PulseEnded("A3"))
     time.sleep(0.3)  # several polls later: still exactly one pulse
     assert sim.pulses("A3") == 1
     unlocks = (
@@ -162,8 +134,8 @@ def test_an_echo_of_the_unlock_is_not_taken_for_its_answer(tmp_path: Path) -> No
         bus.unlock("A1", 100)  # answered: the echo is skipped, the board's reply accepted
         sim.lose_replies(1, to=kerong.CMD_UNLOCK)
         bus.unlock("A2", 100)  # only the echo comes back: unanswered
-        inbox.wait_for(lambda i: i == UnlockUnanswered("A2"), "the unanswered unlock reported")
-        assert UnlockUnanswered("A1") not in inbox.drain()
+        inbox.wait_for(UnlockUnanswered("A2"))
+        assert UnlockUnanswered("A1") not in inbox.seen + inbox.drain()
         assert (sim.pulses("A1"), sim.pulses("A2")) == (1, 1)
     finally:
         bus.close()
@@ -172,14 +144,21 @@ def test_an_echo_of_the_unlock_is_not_taken_for_its_answer(tmp_path: Path) -> No
 
 def test_the_poller_reports_door_and_item_changes_as_edges(rig: Rig) -> None:
     sim, bus, inbox = rig
+    bus.read_all()  # the daemon's first reading: the baseline edges are measured from
     bus.unlock("A2", 100)
-    inbox.wait_for(lambda i: i == PulseEnded("A2"), "the pulse's end")
+    inbox.wait_for(PulseEnded("A2"))
     assert sim.open_door("A2") is True
-    inbox.wait_for(lambda i: i == DoorSensed("A2", is_open=True), "the door opening")
+    inbox.wait_for(DoorSensed("A2", is_open=True))
     assert sim.take_item("A2") is True
-    inbox.wait_for(lambda i: i == OccupancySensed("A2", is_present=False), "the item taken")
+    inbox.wait_for(OccupancySensed("A2", is_present=False))
     sim.close_door("A2")
-    inbox.wait_for(lambda i: i == DoorSensed("A2", is_open=False), "the door shut")
+    inbox.wait_for(DoorSensed("A2", is_open=False))
+    edges = [i for i in inbox.seen if isinstance(i, DoorSensed | OccupancySensed)]
+    assert edges == [  # each change once, in order, and nothing that did not change
+        DoorSensed("A2", is_open=True),
+        OccupancySensed("A2", is_present=False),
+        DoorSensed("A2", is_open=False),
+    ]
 
 
 def test_stray_bytes_before_a_reply_are_skipped(rig: Rig) -> None:
@@ -248,7 +227,7 @@ def test_an_unlock_on_an_unplugged_port_is_reported_unanswered_not_retried(rig: 
     sim, bus, inbox = rig
     sim.unplug()
     bus.unlock("A1", 100)
-    inbox.wait_for(lambda i: i == UnlockUnanswered("A1"), "the unanswered unlock reported")
+    inbox.wait_for(UnlockUnanswered("A1"))
     sim.replug()
     wait_until(lambda: _reads(bus), "reads after the adapter returned")
     assert sim.pulses("A1") == 0
@@ -297,7 +276,7 @@ def test_a_modbus_pulse_is_switched_off_even_if_the_board_forgets(tmp_path: Path
     try:
         bus.unlock("A1", 100)
         sim.stick_output_on("A1")  # as if the flash timer failed: the relay stays on
-        inbox.wait_for(lambda i: i == PulseEnded("A1"), "the pulse's end")
+        inbox.wait_for(PulseEnded("A1"))
         assert not sim.is_energized("A1")
     finally:
         bus.close()
@@ -308,7 +287,7 @@ def test_the_pulse_end_waits_for_the_boards_timer(rig: Rig) -> None:
     _sim, bus, inbox = rig
     started = time.monotonic()
     bus.unlock("A1", 300)
-    inbox.wait_for(lambda i: i == PulseEnded("A1"), "the pulse's end")
+    inbox.wait_for(PulseEnded("A1"))
     assert time.monotonic() - started >= (300 + PULSE_END_MARGIN_MS) / 1000 - 0.01
 
 
@@ -471,20 +450,28 @@ def test_bus_scan_of_an_empty_bus_says_so(
     assert "no board answered" in capsys.readouterr().out
 
 
+def run_selftest(
+    sim: BoardSim, *, board: int, channel: int, tmp_path: Path
+) -> tuple[int, dict[str, Any]]:
+    """``linli bus selftest`` against the started simulator; its exit status and JSON record."""
+    report_path = tmp_path / "selftest.json"
+    sim.start()
+    try:
+        argv = ["bus", "selftest", "--port", str(sim.path), "--protocol", sim.bank.protocol]
+        argv += ["--board", str(board), "--channel", str(channel), "--report", str(report_path)]
+        status = linli_main([*argv, "--data-dir", str(tmp_path)])
+    finally:
+        sim.stop()
+    return status, json.loads(report_path.read_text(encoding="utf-8"))
+
+
 @pytest.mark.parametrize("caught_level", [0, 1])
 def test_selftest_reports_the_hook_polarity_of_either_wiring(
     caught_level: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sim = KerongBoardSim(KERONG, tmp_path / "tty", hook_caught_level={0: caught_level}).start()
-    report_path = tmp_path / "selftest.json"
-    try:
-        argv = ["bus", "selftest", "--port", str(sim.path), "--protocol", "kerong"]
-        argv += ["--board", "0", "--channel", "2", "--report", str(report_path)]
-        assert linli_main([*argv, "--data-dir", str(tmp_path)]) == 0
-    finally:
-        sim.stop()
-    report = json.loads(report_path.read_text(encoding="utf-8"))
-    assert report["verdict"] == "ok"
+    sim = KerongBoardSim(KERONG, tmp_path / "tty", hook_caught_level={0: caught_level})
+    status, report = run_selftest(sim, board=0, channel=2, tmp_path=tmp_path)
+    assert (status, report["verdict"]) == (0, "ok")
     assert report["hook_caught_level"] == caught_level
     assert sim.pulses("A2") == 1  # one pulse, watched
     assert report["unlock_reply"] == kerong.unlock_reply(0, 2).hex(" ")
@@ -494,31 +481,17 @@ def test_selftest_reports_the_hook_polarity_of_either_wiring(
 
 
 def test_selftest_of_a_jammed_lock_is_inconclusive_not_a_guess(tmp_path: Path) -> None:
-    sim = KerongBoardSim(KERONG, tmp_path / "tty").start()
+    sim = KerongBoardSim(KERONG, tmp_path / "tty")
     sim.jam("A1")
-    report_path = tmp_path / "selftest.json"
-    try:
-        argv = ["bus", "selftest", "--port", str(sim.path), "--protocol", "kerong"]
-        argv += ["--board", "0", "--channel", "1", "--report", str(report_path)]
-        assert linli_main([*argv, "--data-dir", str(tmp_path)]) == 1
-    finally:
-        sim.stop()
-    report = json.loads(report_path.read_text(encoding="utf-8"))
-    assert report["verdict"] == "inconclusive"
+    status, report = run_selftest(sim, board=0, channel=1, tmp_path=tmp_path)
+    assert (status, report["verdict"]) == (1, "inconclusive")
     assert "hook_caught_level" not in report
 
 
 def test_modbus_selftest_sees_the_board_time_its_pulse(tmp_path: Path) -> None:
-    sim = ModbusBoardSim(MODBUS, tmp_path / "tty").start()
-    report_path = tmp_path / "selftest.json"
-    try:
-        argv = ["bus", "selftest", "--port", str(sim.path), "--protocol", "modbus"]
-        argv += ["--board", "1", "--channel", "0", "--report", str(report_path)]
-        assert linli_main([*argv, "--data-dir", str(tmp_path)]) == 0
-    finally:
-        sim.stop()
-    report = json.loads(report_path.read_text(encoding="utf-8"))
-    assert report["verdict"] == "ok"
+    sim = ModbusBoardSim(MODBUS, tmp_path / "tty")
+    status, report = run_selftest(sim, board=1, channel=0, tmp_path=tmp_path)
+    assert (status, report["verdict"]) == (0, "ok")
     assert report["relay_seen_on"] is True
     assert 450 <= report["relay_off_after_ms"] <= 1500
     assert sim.pulses("A1") == 1

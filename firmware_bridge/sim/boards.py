@@ -59,6 +59,10 @@ class BoardSim:
         self._busy_until = 0.0
         self._silent = False
         self._echo = False
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Family-specific state, set up once the shared parts exist."""
 
     @property
     def path(self) -> Path:
@@ -279,21 +283,12 @@ class ModbusBoardSim(BoardSim):
     real second board on the bus would have missed it).
     """
 
-    def __init__(
-        self,
-        bank: SerialBank,
-        path: Path,
-        *,
-        items: set[str] | None = None,
-        physics: BankPhysics | None = None,
-        pace: bool = False,
-    ) -> None:
-        super().__init__(bank, path, items=items, physics=physics, pace=pace)
+    def _prepare(self) -> None:
         self._decoder = modbus.RequestDecoder()
-        self._units = {b.address for b in bank.boards}
+        self._units = {b.address for b in self.bank.boards}
         self._relays = {(u, ch): False for u in self._units for ch in range(modbus.CHANNELS)}
         self._flash_until: dict[tuple[int, int], float] = {}
-        self._silence_s = modbus.silence_s(bank.line_baudrate)
+        self._silence_s = modbus.silence_s(self.bank.line_baudrate)
         self.silence_violations = 0
 
     def relay(self, unit: int, channel: int) -> bool:
