@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,7 @@ def scan(transport: SerialTransport, protocol: str, addresses: range) -> int:
     found = 0
     for address in addresses:
         try:
-            described = retry_read(lambda a=address: _probe(transport, protocol, a), attempts=2)
+            described = retry_read(partial(_probe, transport, protocol, address), attempts=2)
         except BridgeError:
             continue
         found += 1
@@ -120,7 +121,7 @@ class _Recorder:
         self.max_buffer = decoder.max_buffer
 
     def feed(self, data: bytes) -> list[Any]:
-        events = self._decoder.feed(data)
+        events: list[Any] = list(self._decoder.feed(data))
         for event in events:
             kind = "garbage" if isinstance(event, Garbage) else type(event).__name__
             raw = event.data if isinstance(event, Garbage) else event.raw

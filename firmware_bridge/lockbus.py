@@ -31,6 +31,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import ClassVar
 
 from firmware_bridge.codecs import kerong, modbus
@@ -326,8 +327,12 @@ class ModbusLockBus(SerialLockBus):
         # Switching off is safe to repeat (unlike an unlock): retried like a read.
         for board in self.bank.boards:
             retry_read(
-                lambda unit=board.address: modbus_exchange(
-                    self.transport, modbus.all_off(unit), unit, self.read_timeout_s
+                partial(
+                    modbus_exchange,
+                    self.transport,
+                    modbus.all_off(board.address),
+                    board.address,
+                    self.read_timeout_s,
                 )
             )
 

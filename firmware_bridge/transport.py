@@ -49,6 +49,9 @@ PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError,
 USB adapter or a pty is gone), and ``termios.error``, which pyserial lets through from
 ``tcdrain`` in ``flush()`` (not an ``OSError``: seen when the adapter vanished mid-write)."""
 
+OPEN_ERRORS: tuple[type[BaseException], ...] = (*PORT_ERRORS, ValueError)
+"""What opening a port raises: the above, and ``ValueError`` for a malformed URL."""
+
 READ_CHUNK_S = 0.05
 """Longest single blocking read: bounds how late a closed transport notices it was closed."""
 
@@ -143,7 +146,7 @@ class SerialTransport:
                 write_timeout=1.0,
                 exclusive=True,
             )
-        except (*PORT_ERRORS, ValueError) as exc:
+        except OPEN_ERRORS as exc:
             self._note_outage(f"cannot open: {_reason(exc)}")
             raise Unavailable(f"{self.url}: cannot open ({_reason(exc)})") from exc
         self._port = port

@@ -133,3 +133,51 @@ def test_linli_cloud_serves_and_stops_on_sigterm(tmp_path: Path, mosquitto: Brok
     # uvicorn shuts down gracefully (lifespan cleanup runs), then re-raises the signal it caught.
     assert process.returncode in (0, -signal.SIGTERM), stderr[-2000:]
     assert "Traceback" not in stderr
+
+
+def _locker_identity(data_dir: Path) -> None:
+    from linli.identity import DeviceIdentity
+
+    DeviceIdentity("locker-rs485", {"k1": b"\x01" * 32}, b"k" * 32).save(data_dir / "identity.json")
+
+
+def test_a_serial_bank_needs_its_port(tmp_path: Path) -> None:
+    _locker_identity(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "LINLI_BUS_PORT"}
+    result = _linli("locker", "run", "--board", "kerong-4", "--data-dir", str(tmp_path), env=env)
+    assert result.returncode != 0
+    assert "give its serial port with --port" in result.stderr
+
+
+def test_linli_locker_run_drives_a_kerong_bank_on_its_serial_port(tmp_path: Path) -> None:
+    """The real command on a real (pseudo-)serial port: it polls the board, and on SIGTERM it
+    stops cleanly. No broker is needed: the controller serves offline."""
+    from firmware_bridge.codecs import kerong
+    from firmware_bridge.sim.boards import KerongBoardSim
+    from hardware.serial_boards import bank_by_name
+
+    sim = KerongBoardSim(bank_by_name("kerong-4"), tmp_path / "ttyUSB0").start()
+    _locker_identity(tmp_path)
+    argv = ["locker", "run", "--board", "kerong-4", "--port", str(sim.path)]
+    argv += ["--broker-url", f"mqtt://127.0.0.1:{free_port()}", "--data-dir", str(tmp_path)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "linli.cli", "--log-level", "WARNING", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while sim.commands[kerong.CMD_STATUS] < 5:  # the poller reads the board, again and again
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "the controller never polled the board"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+        assert process.returncode == 0, stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        sim.stop()
+    assert sim.pulses("A1") == 0  # starting and stopping moved no latch

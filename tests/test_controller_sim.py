@@ -421,6 +421,33 @@ def test_an_unlock_whose_reply_is_lost_pulses_once_and_the_door_still_counts(ban
     assert bank.matching("alarm") == []
 
 
+def test_a_pulled_usb_adapter_raises_bus_unreachable_and_the_bank_recovers(bank: Bank) -> None:
+    """The RS485 adapter is unplugged mid-run: every read fails as ``Unavailable``, the core
+    raises ``bus_unreachable`` and refuses codes; once the adapter is back the port is reopened
+    and every axis is known again."""
+    if not isinstance(bank.sim, BoardSim):
+        pytest.skip("a GPIO bank has no USB adapter")
+    bank.configure(grant("grt_pick2", CODE_A2, "A2", "pickup"))
+    bank.sim.unplug()
+    for failures in range(1, UNREACHABLE_AFTER_FAILURES + 1):
+        bank.poll()
+        bank.wait_state(lambda s, n=failures: s.bus_failures >= n, f"{failures} failed reads")
+    alarm = bank.wait_event("alarm", reason="bus_unreachable")
+    assert alarm.data["failures"] == UNREACHABLE_AFTER_FAILURES
+    assert bank.enter(CODE_A2) == "code.refused.out_of_service"
+
+    bank.sim.replug()
+    started = time.monotonic()
+    while not bank.matching("alarm_cleared", reason="bus_unreachable"):
+        assert time.monotonic() - started < 5, "the bank did not recover within 5 s"
+        bank.poll()
+        time.sleep(0.1)
+    bank.wait_state(lambda s: s.compartments["A2"].occupancy == "present", "every axis known again")
+    assert bank.enter(CODE_A2) == "code.accepted"
+    bank.wait_pulse_over("A2")
+    assert bank.sim.pulses("A2") == 1
+
+
 # --- the adapter and the simulator's failures --------------------------------------------------
 
 

@@ -196,7 +196,7 @@ class KerongBoardSim(BoardSim):
     ) -> None:
         super().__init__(bank, path, items=items, physics=physics, pace=pace)
         self._decoder = kerong.RequestDecoder()
-        self._levels = {b.address: b.hook_caught_level for b in bank.boards}
+        self._levels: dict[int, int] = {b.address: b.hook_caught_level for b in bank.boards}
         self._levels.update(hook_caught_level or {})
         self._energize_ms = dict.fromkeys(self._levels, 500)
         self._energized_until: dict[tuple[int, int], float] = {}
