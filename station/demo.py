@@ -15,6 +15,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,8 +65,12 @@ def start_station(
     http_port: int = 0,
     keepalive_s: int = 10,
     capture: bool = False,
+    boards: Mapping[str, str] = DEMO_BOARDS,
 ) -> Station:
-    """Start broker, cloud and simulated lockers; return once the lockers are online."""
+    """Start broker, cloud and simulated lockers; return once the lockers are online.
+
+    ``boards`` says which simulated hardware each locker runs on (station/locker.py).
+    """
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     broker = start_embedded_broker(data_dir / "broker", prefer=broker_kind)
@@ -90,7 +95,7 @@ def start_station(
                 identity,
                 data_dir / device_id,
                 address,
-                board_name=DEMO_BOARDS.get(device_id, "gpio-4"),
+                board_name=boards.get(device_id, "gpio-4"),
                 items=seed.items_in_lockers.get(device_id, set()),
                 keepalive_s=keepalive_s,
             )

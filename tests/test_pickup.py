@@ -1,7 +1,8 @@
 """One real pickup, end to end: cloud, broker, controller, simulated resident, independent checks.
 
 The scenario's checks (station/scenarios.py) do not take the controller's word: they count
-pulses from an MQTT capture and from the relay pin itself, and read the cloud over HTTP.
+pulses from an MQTT capture and from the simulated latch itself (relay pin or board), and read
+the cloud over HTTP. The pickup runs on every lock bus.
 """
 
 from __future__ import annotations
@@ -25,8 +26,14 @@ from station.scenarios import run_pickup
 
 
 @pytest.mark.usefixtures("mosquitto_bin")
-def test_pickup_on_mosquitto(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    station = start_station(tmp_path / "station", broker_kind="mosquitto", capture=True)
+@pytest.mark.parametrize("board", ["gpio-4", "kerong-4", "modbus-4"])
+def test_pickup_on_mosquitto(
+    board: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pickup on every lock bus: GPIO, and the RS485 adapters on simulated boards."""
+    station = start_station(
+        tmp_path / "station", broker_kind="mosquitto", capture=True, boards={"locker-a": board}
+    )
     try:
         assert run_pickup(station) == 0
         locker = station.lockers["locker-a"]
