@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 POLL_MS = 100
 """How often the poller reads the boards for door and item changes."""
+FAILING_POLL_MS = 1_000
+"""While reads fail, how often the poller tries (the core's own reads still come every second)."""
 PULSE_END_MARGIN_MS = 50
 """After the board's own timer, how long to wait before reporting the pulse over."""
 
@@ -117,11 +119,16 @@ class SerialLockBus:
         return BusRead(readings)
 
     def _poll(self) -> None:
-        while not self._stop.wait(self._poll_s):
+        wait_s = self._poll_s
+        while not self._stop.wait(wait_s):
             try:
                 readings = self._read_boards()
             except BridgeError:
-                continue  # the core's own reads report the outage (BusReadFailed)
+                # The core's own reads report the outage (BusReadFailed). Meanwhile poll
+                # slowly, so a silent bus's timeouts do not keep the core waiting for the port.
+                wait_s = max(self._poll_s, FAILING_POLL_MS / 1000)
+                continue
+            wait_s = self._poll_s
             self._note(readings, deliver=True)
 
     def _note(self, readings: Mapping[str, CompartmentReading], *, deliver: bool) -> None:
