@@ -9,6 +9,8 @@ every bus.
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -362,6 +364,33 @@ def test_exchanges_through_loop_url_work_without_a_device() -> None:
         assert (reply.board, reply.hooks, reply.items) == (3, 0x0001, 0x0002)
     finally:
         transport.close()
+
+
+def test_a_board_behind_an_rs485_to_ethernet_converter_answers_over_socket_url() -> None:
+    """``socket://host:port`` (a serial server on the LAN): the same exchange over TCP."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        connection, _ = server.accept()
+        with connection:
+            decoder = kerong.RequestDecoder()
+            while data := connection.recv(64):
+                for request in decoder.feed(data):
+                    if isinstance(request, kerong.Request):
+                        connection.sendall(b"\x00" + kerong.status_reply(request.board, 0xFFFE, 4))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    transport = SerialTransport(f"socket://127.0.0.1:{port}", baudrate=19200)
+    try:
+        reply = read_kerong_status(transport, 2, 1.0)
+        assert (reply.board, reply.hooks, reply.items) == (2, 0xFFFE, 4)
+        assert transport.stats.garbage_bytes == 1  # the stray zero before the frame
+    finally:
+        transport.close()
+        server.close()
+        thread.join(timeout=2)
 
 
 # --- bank definitions ----------------------------------------------------------------------------
