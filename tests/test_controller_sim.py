@@ -248,6 +248,7 @@ class Bank:
 BUSES = ["gpio-4", "kerong-4", "modbus-4"]
 """The same tests on every lock bus: GPIO on gpiozero's MockFactory, and the serial adapters on a
 pseudo-terminal with a Kerong or a Modbus board simulated byte for byte (station/locker.py)."""
+SERIAL_BUSES = ["kerong-4", "modbus-4"]
 REPORTS_OUTPUTS = {"gpio-4": True, "kerong-4": False, "modbus-4": True}
 """Whether the bus can read its latch outputs back (a Kerong board cannot)."""
 
@@ -390,9 +391,9 @@ def test_closing_a_dropoff_without_an_item_raises_dropoff_empty(bank: Bank) -> N
     assert bank.state.compartments["A1"].occupancy == "absent"
 
 
+@pytest.mark.parametrize("bank", [b for b in BUSES if REPORTS_OUTPUTS[b]], indirect=True)
 def test_an_output_driven_on_behind_the_controllers_back_is_forced_off(bank: Bank) -> None:
-    if not REPORTS_OUTPUTS[bank.board_name]:
-        pytest.skip(f"{bank.board_name}: the board does not report its outputs")
+    """Only on buses that read their outputs back (a Kerong board cannot)."""
     bank.sim.stick_output_on("A3")
     assert bank.sim.is_energized("A3")  # the output really is at its active level now
 
@@ -403,12 +404,12 @@ def test_an_output_driven_on_behind_the_controllers_back_is_forced_off(bank: Ban
     assert bank.state.compartments["A3"].attention == "output_forced_off"
 
 
+@pytest.mark.parametrize("bank", SERIAL_BUSES, indirect=True)
 def test_an_unlock_whose_reply_is_lost_pulses_once_and_the_door_still_counts(bank: Bank) -> None:
     """The board fires but its acknowledgement never arrives: the controller records it, reads
     the board instead of sending the unlock again, and the resident's opening is still the
     grant's."""
-    if not isinstance(bank.sim, BoardSim):
-        pytest.skip("a GPIO relay has no reply to lose")
+    assert isinstance(bank.sim, BoardSim)
     unlock = kerong.CMD_UNLOCK if isinstance(bank.sim, KerongBoardSim) else modbus.FC_WRITE_COIL
     bank.configure(grant("grt_pick2", CODE_A2, "A2", "pickup"))
     bank.sim.lose_replies(1, to=unlock)
@@ -421,12 +422,12 @@ def test_an_unlock_whose_reply_is_lost_pulses_once_and_the_door_still_counts(ban
     assert bank.matching("alarm") == []
 
 
+@pytest.mark.parametrize("bank", SERIAL_BUSES, indirect=True)
 def test_a_pulled_usb_adapter_raises_bus_unreachable_and_the_bank_recovers(bank: Bank) -> None:
     """The RS485 adapter is unplugged mid-run: every read fails as ``Unavailable``, the core
     raises ``bus_unreachable`` and refuses codes; once the adapter is back the port is reopened
     and every axis is known again."""
-    if not isinstance(bank.sim, BoardSim):
-        pytest.skip("a GPIO bank has no USB adapter")
+    assert isinstance(bank.sim, BoardSim)
     bank.configure(grant("grt_pick2", CODE_A2, "A2", "pickup"))
     bank.sim.unplug()
     for failures in range(1, UNREACHABLE_AFTER_FAILURES + 1):
