@@ -12,12 +12,13 @@ from __future__ import annotations
 import ast
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+from test_serial_bus import wait_until
 
 import valuation_terminal.scale as port
 from firmware_bridge.scale import ScaleFormat, SerialScale, describe
@@ -39,16 +40,6 @@ FORMATS: tuple[ScaleFormat, ...] = get_args(ScaleFormat)
 COMMANDED: tuple[ScaleFormat, ...] = ("sics", "and")  # the formats with tare and zero commands
 SETTLE_S = 0.15
 POLL_S = 0.02
-DEADLINE_S = 5.0
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S) -> None:
-    """Poll until ``condition`` holds; fail naming ``what``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout_s:
-            pytest.fail(f"{what}: not within {timeout_s} s")
-        time.sleep(0.005)
 
 
 @dataclass
