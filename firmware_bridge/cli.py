@@ -50,7 +50,8 @@ def main(args: argparse.Namespace, data_dir: Path) -> int:
     try:
         transport.open()
     except BridgeError as exc:
-        print(f"cannot use {args.port}: {exc}", file=sys.stderr)
+        hint = " (is the controller running? stop it first)" if "lock" in str(exc) else ""
+        print(f"cannot use {args.port}: {exc}{hint}", file=sys.stderr)
         return 2
     try:
         if args.action == "scan":

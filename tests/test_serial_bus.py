@@ -311,6 +311,23 @@ def test_a_port_has_one_owner(tmp_path: Path) -> None:
         sim.stop()
 
 
+def test_the_installer_tools_do_not_steal_the_controllers_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = KerongBoardSim(KERONG, tmp_path / "tty").start()
+    controller = SerialTransport(str(sim.path), baudrate=19200)
+    try:
+        controller.open()
+        argv = ["bus", "selftest", "--port", str(sim.path), "--protocol", "kerong"]
+        argv += ["--board", "0", "--channel", "1", "--data-dir", str(tmp_path)]
+        assert linli_main(argv) == 2
+    finally:
+        controller.close()
+        sim.stop()
+    assert "is the controller running?" in capsys.readouterr().err
+    assert sim.pulses("A1") == 0
+
+
 def test_a_missing_port_is_unavailable(tmp_path: Path) -> None:
     transport = SerialTransport(str(tmp_path / "ttyUSB9"), baudrate=9600)
     with pytest.raises(Unavailable, match="cannot open") as caught:
