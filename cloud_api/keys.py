@@ -8,6 +8,7 @@ never holds them, so a copy of the database cannot sign commands or derive codes
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -41,6 +42,12 @@ class CloudKeys:
     def public_key(self) -> bytes:
         """The raw public key devices pin."""
         return public_key_bytes(self.signing_key)
+
+    @property
+    def ledger_salt_secret(self) -> bytes:
+        """The secret the ledger's leaf salts are derived from (HMAC of the code secret with
+        its own label): a resident is handed the salts of their own entries only."""
+        return hmac.new(self.code_secret, b"linli ledger leaf salts v1", "sha256").digest()
 
     def device_code_key(self, device_id: str) -> bytes:
         """The key a device hashes entered codes with."""

@@ -104,11 +104,9 @@ def _seed_people(store: Store, now_ms: int) -> None:
         db.execute(
             "INSERT INTO communities (id, name) VALUES (?, ?)", (COMMUNITY, "阳光花园 Sunny Garden")
         )
-        for account in (ledger.ISSUANCE, ledger.REDEMPTION):
-            db.execute(
-                "INSERT INTO accounts (id, kind, name) VALUES (?, 'system', ?)",
-                (account, account.split(":")[1]),
-            )
+        accounts = ledger.SqlLedger(db)
+        for account in ledger.SYSTEM_ACCOUNTS:
+            accounts.open_account(account, "system", name=account.split(":")[1])
         for i, login in enumerate(LOGINS, start=1):
             person_id = f"per_{i}"
             db.execute(
@@ -125,9 +123,8 @@ def _seed_people(store: Store, now_ms: int) -> None:
                 ),
             )
             if login.role == "resident":
-                db.execute(
-                    "INSERT INTO accounts (id, kind, person_id, name) VALUES (?, 'member', ?, ?)",
-                    (f"mem:{person_id}", person_id, login.name),
+                accounts.open_account(
+                    f"mem:{person_id}", "member", limit=0, person_id=person_id, name=login.name
                 )
                 ledger.transfer(
                     db,

@@ -175,6 +175,83 @@ MIGRATIONS: list[str] = [
     ALTER TABLE event_heads ADD COLUMN expected_seq INTEGER NOT NULL DEFAULT 0;
     UPDATE event_heads SET highest_seq = contiguous_seq;
     """,
+    # 3: the ledger of issue #6 (docs/decisions/0015-ledger.md): limits with their history, why
+    # and on whose behalf each transfer was made, reversals, a body hash per idempotency key, a
+    # hash chain over every row, balance snapshots kept in the same transaction, tombstones for
+    # originals reversed before they arrived, and signed daily Merkle roots.
+    """
+    ALTER TABLE accounts ADD COLUMN limit_points INTEGER;
+    UPDATE accounts SET limit_points = 0 WHERE kind = 'member';
+    ALTER TABLE transfers ADD COLUMN reverses_id TEXT REFERENCES transfers(id);
+    ALTER TABLE transfers ADD COLUMN refs TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE transfers ADD COLUMN approved_by TEXT;
+    ALTER TABLE transfers ADD COLUMN on_behalf_of TEXT;
+    ALTER TABLE transfers ADD COLUMN reason TEXT;
+    ALTER TABLE transfers ADD COLUMN body_hash TEXT;
+    ALTER TABLE transfers ADD COLUMN chain_hash TEXT;
+    CREATE INDEX transfers_reverses ON transfers (reverses_id) WHERE reverses_id IS NOT NULL;
+    CREATE INDEX transfers_debit ON transfers (debit_account);
+    CREATE INDEX transfers_credit ON transfers (credit_account);
+    CREATE TABLE account_balances (
+        account_id TEXT PRIMARY KEY REFERENCES accounts(id),
+        posted INTEGER NOT NULL DEFAULT 0,
+        pending_debits INTEGER NOT NULL DEFAULT 0,
+        pending_credits INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO account_balances (account_id, posted, pending_debits, pending_credits)
+    SELECT a.id,
+        COALESCE((SELECT SUM(CASE WHEN t.credit_account = a.id THEN t.amount ELSE -t.amount END)
+                  FROM transfers t WHERE t.phase IN ('single', 'post')
+                  AND (t.credit_account = a.id OR t.debit_account = a.id)), 0),
+        COALESCE((SELECT SUM(t.amount) FROM transfers t WHERE t.phase = 'pending'
+                  AND t.debit_account = a.id
+                  AND NOT EXISTS (SELECT 1 FROM transfers r WHERE r.pending_id = t.id)), 0),
+        COALESCE((SELECT SUM(t.amount) FROM transfers t WHERE t.phase = 'pending'
+                  AND t.credit_account = a.id
+                  AND NOT EXISTS (SELECT 1 FROM transfers r WHERE r.pending_id = t.id)), 0)
+    FROM accounts a;
+    CREATE TABLE limit_changes (
+        id TEXT PRIMARY KEY,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        old_limit INTEGER,
+        new_limit INTEGER,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        body_hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        chain_hash TEXT NOT NULL
+    );
+    CREATE TRIGGER limit_changes_no_update BEFORE UPDATE ON limit_changes
+        BEGIN SELECT RAISE(ABORT, 'limit changes are immutable'); END;
+    CREATE TRIGGER limit_changes_no_delete BEFORE DELETE ON limit_changes
+        BEGIN SELECT RAISE(ABORT, 'limit changes are immutable'); END;
+    CREATE TABLE ledger_tombstones (
+        original_key TEXT PRIMARY KEY,
+        reversal_key TEXT NOT NULL UNIQUE,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        body_hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        chain_hash TEXT NOT NULL
+    );
+    CREATE TRIGGER ledger_tombstones_no_update BEFORE UPDATE ON ledger_tombstones
+        BEGIN SELECT RAISE(ABORT, 'tombstones are immutable'); END;
+    CREATE TRIGGER ledger_tombstones_no_delete BEFORE DELETE ON ledger_tombstones
+        BEGIN SELECT RAISE(ABORT, 'tombstones are immutable'); END;
+    CREATE TABLE ledger_roots (
+        community_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        body TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        PRIMARY KEY (community_id, day)
+    );
+    CREATE TRIGGER ledger_roots_no_update BEFORE UPDATE ON ledger_roots
+        BEGIN SELECT RAISE(ABORT, 'signed roots are immutable'); END;
+    CREATE TRIGGER ledger_roots_no_delete BEFORE DELETE ON ledger_roots
+        BEGIN SELECT RAISE(ABORT, 'signed roots are immutable'); END;
+    """,
 ]
 
 

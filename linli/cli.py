@@ -97,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", parents=[common], help="the cloud store")
     db.add_argument("action", choices=["migrate"])
 
+    ledger = sub.add_parser("ledger", parents=[common], help="the points ledger")
+    ledger_sub = ledger.add_subparsers(dest="action", required=True)
+    ledger_sub.add_parser(
+        "verify",
+        parents=[common],
+        help="recompute balances, holds, reversals, limits, chain and roots; exit 1 on a mismatch",
+    )
+    sign = ledger_sub.add_parser(
+        "sign-day", parents=[common], help="sign and record the daily Merkle root"
+    )
+    sign.add_argument("--day", default=None, help="YYYY-MM-DD (default: today, community time)")
+
     contract = sub.add_parser("contract", help="the device–cloud contract")
     contract.add_argument("action", choices=["schema"])
     return parser
@@ -123,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "db": "cloud_api.cli",
         "locker": "locker_controller.cli",
         "terminal": "valuation_terminal.cli",
+        "ledger": "cloud_api.ledger_verify",
         "bus": "firmware_bridge.cli",
         "scale": "firmware_bridge.cli",
     }[args.command]
@@ -132,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = {
             "station.cli": "demo",
             "cloud_api.cli": "cloud",
+            "cloud_api.ledger_verify": "cloud",
             "firmware_bridge.cli": "locker",
         }.get(target, args.command)
         print(
