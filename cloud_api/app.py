@@ -12,11 +12,16 @@ from fastapi.responses import JSONResponse
 
 from cloud_api.accounts.service import AccountService
 from cloud_api.api import router
+from cloud_api.core.ledger import Conflict as LedgerConflict
+from cloud_api.core.ledger import LedgerError
+from cloud_api.core.ledger import NotFound as LedgerNotFound
 from cloud_api.deps import Services
 from cloud_api.devices.service import DeviceService
 from cloud_api.errors import HTTP_STATUS, CloudError
 from cloud_api.keys import load_or_create_keys
 from cloud_api.mqtt_bridge import CloudBridge
+from cloud_api.points.router import router as points_router
+from cloud_api.points.service import PointsService
 from cloud_api.settings import CloudSettings
 from cloud_api.store import Store
 from linli import __version__
@@ -47,6 +52,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
             clock=the_clock,
             accounts=AccountService(store),
             devices=devices,
+            points=PointsService(store, keys, the_clock),
         )
 
         def refresh_online() -> None:
@@ -68,6 +74,17 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
     @app.exception_handler(CloudError)
     async def domain_error(request: Request, exc: CloudError) -> JSONResponse:
         status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 400)
+        return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(LedgerError)
+    async def ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
+        status = (
+            409
+            if isinstance(exc, LedgerConflict)
+            else 404
+            if isinstance(exc, LedgerNotFound)
+            else 422
+        )
         return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
@@ -92,4 +109,5 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
         return {"ok": True, "version": __version__, "broker_connected": bridge_ok}
 
     app.include_router(router)
+    app.include_router(points_router)
     return app

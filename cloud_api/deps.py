@@ -13,6 +13,7 @@ from cloud_api.accounts.service import AccountService, Person
 from cloud_api.devices.service import DeviceService
 from cloud_api.errors import Forbidden, NotAuthenticated
 from cloud_api.keys import CloudKeys
+from cloud_api.points.service import PointsService
 from cloud_api.store import Store
 from linli.clock import Clock
 
@@ -26,6 +27,7 @@ class Services:
     clock: Clock
     accounts: AccountService
     devices: DeviceService
+    points: PointsService
 
 
 def services(request: Request) -> Services:
@@ -62,3 +64,4 @@ def role(*roles: str) -> Callable[[Person], Person]:
 AnyPerson = Annotated[Person, Depends(signed_in)]
 Resident = Annotated[Person, Depends(role("resident"))]
 Staff = Annotated[Person, Depends(role("social_worker", "maintainer"))]
+SocialWorker = Annotated[Person, Depends(role("social_worker"))]

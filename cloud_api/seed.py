@@ -47,6 +47,8 @@ LOGINS = (
     DemoLogin("resident", "李叔叔 (Uncle Li)", "13800000002", "135790"),
     DemoLogin("social_worker", "张社工 (Zhang, social worker)", "zhang", "demo-social-worker"),
     DemoLogin("maintainer", "刘师傅 (Liu, maintainer)", "liu", "demo-maintainer"),
+    # A second social worker: large point movements need two (docs/decisions/0015-ledger.md).
+    DemoLogin("social_worker", "陈社工 (Chen, social worker)", "chen", "demo-social-worker-2"),
 )
 LOCKERS = {
     "locker-a": ("1号柜 Locker A", "阳光花园 3栋 东门 · Building 3, east gate"),

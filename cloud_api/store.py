@@ -239,6 +239,17 @@ MIGRATIONS: list[str] = [
         BEGIN SELECT RAISE(ABORT, 'tombstones are immutable'); END;
     CREATE TRIGGER ledger_tombstones_no_delete BEFORE DELETE ON ledger_tombstones
         BEGIN SELECT RAISE(ABORT, 'tombstones are immutable'); END;
+    CREATE TABLE ledger_requests (
+        id TEXT PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        body TEXT NOT NULL,
+        requested_by TEXT NOT NULL REFERENCES people(id),
+        requested_ms INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('awaiting_second_approver', 'approved')),
+        decided_by TEXT REFERENCES people(id),
+        decided_ms INTEGER,
+        transfer_id TEXT REFERENCES transfers(id)
+    );
     CREATE TABLE ledger_roots (
         community_id TEXT NOT NULL,
         day TEXT NOT NULL,

@@ -33,7 +33,7 @@ from linli.codes import derive_code, hash_code
 from linli.contract import encode
 from station.broker import MosquittoBroker, mosquitto_binary
 
-RESIDENT_1, RESIDENT_2, SOCIAL_WORKER, MAINTAINER = LOGINS
+RESIDENT_1, RESIDENT_2, SOCIAL_WORKER, MAINTAINER, SECOND_SOCIAL_WORKER = LOGINS
 NOW_MS = 1_800_000_000_000
 
 
