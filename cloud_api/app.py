@@ -24,6 +24,7 @@ from cloud_api.points.router import router as points_router
 from cloud_api.points.service import PointsService
 from cloud_api.settings import CloudSettings
 from cloud_api.store import Store
+from cloud_api.transparency import sign_due
 from linli import __version__
 from linli.broker import BrokerAddress
 from linli.clock import Clock, SystemClock
@@ -61,6 +62,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
 
         bridge.every(settings.config_refresh_s, refresh_online)
         bridge.every(0.25, devices.check_liveness)
+        bridge.every(60, lambda: sign_due(store, keys, the_clock.now().wall_ms))
         bridge.start(devices.handle)
         log.info("cloud %s serving from %s", __version__, settings.data_dir)
         try:

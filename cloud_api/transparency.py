@@ -92,6 +92,21 @@ def sign_day(store: Store, keys: CloudKeys, day: str, now_ms: int) -> SignedRoot
         return signed
 
 
+def sign_due(store: Store, keys: CloudKeys, now_ms: int) -> SignedRoot | None:
+    """Sign yesterday's root if it is not signed yet (the cloud calls this every minute).
+
+    The root signed just after the community's midnight covers the log as recorded until then,
+    so nothing is left out; a cloud that was down at midnight signs on its next minute.
+    """
+    yesterday = local_day(now_ms - 24 * 60 * 60 * 1000)
+    signed = store.read_one(
+        "SELECT 1 FROM ledger_roots WHERE community_id = ? AND day = ?", (LOG_NAME, yesterday)
+    )
+    if signed is not None or store.read_one("SELECT 1 FROM transfers LIMIT 1") is None:
+        return None
+    return sign_day(store, keys, yesterday, now_ms)
+
+
 def verify_roots(db: sqlite3.Connection, keys: CloudKeys) -> list[str]:
     """Every published root checked against the transfers (signature, day and log roots, the
     chain of roots and their consistency proofs)."""

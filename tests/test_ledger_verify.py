@@ -236,3 +236,20 @@ def test_linli_ledger_verify_exits_1_and_names_the_problem(tmp_path: Path) -> No
     bad = run()
     assert bad.returncode == 1
     assert "PROBLEM account mem:per_1" in bad.stdout
+
+
+def test_the_cloud_signs_yesterday_once(tmp_path: Path) -> None:
+    from cloud_api.transparency import local_day, sign_due
+
+    path, keys = build(tmp_path)
+    store = Store(path)
+    try:
+        later = NOW_MS + 3 * DAY_MS
+        signed = sign_due(store, keys, later)
+        assert signed is not None
+        assert signed.body.day == local_day(later - DAY_MS)
+        assert signed.body.previous_day == "2027-01-16"
+        assert sign_due(store, keys, later + 60_000) is None  # once
+        assert verify(store, keys).problems == []
+    finally:
+        store.close()
