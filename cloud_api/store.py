@@ -12,9 +12,9 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +264,23 @@ MIGRATIONS: list[str] = [
         BEGIN SELECT RAISE(ABORT, 'signed roots are immutable'); END;
     """,
 ]
+
+
+class StorePort(Protocol):
+    """What services need of a store (the seam for a second adapter, e.g. PostgreSQL).
+
+    ``write()`` yields a DB-API connection inside a write transaction on the **one writer**
+    (every HTTP request, MQTT callback and scheduled job goes through it); ``snapshot()`` one
+    inside a consistent read. Services write portable SQL with ``?`` parameters; an adapter for
+    another database translates its paramstyle in the connection it yields.
+    """
+
+    def write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+    def snapshot(self) -> AbstractContextManager[sqlite3.Connection]: ...
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]: ...
+    def read_one(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Row | None: ...
+    def migrate(self) -> int: ...
+    def close(self) -> None: ...
 
 
 class Store:

@@ -41,7 +41,7 @@ from cloud_api.errors import NotFound
 from cloud_api.keys import CloudKeys
 from cloud_api.ledger import SqlLedger
 from cloud_api.store import Store
-from cloud_api.transparency import COMMUNITY_TZ, inclusion_for, signed_json, signed_roots
+from cloud_api.transparency import COMMUNITY_TZ, inclusion_for, local_day, signed_json, signed_roots
 from linli.clock import Clock
 from linli.ids import new_id
 
@@ -231,16 +231,17 @@ class PointsService:
 
     def totals(self) -> list[dict[str, Any]]:
         """Points moved per community day and kind (subsidies as totals, never per person)."""
-        offset_ms = int(COMMUNITY_TZ.utcoffset(None).total_seconds() * 1000)
         rows = self.store.read(
-            "SELECT date((created_ms + ?) / 1000, 'unixepoch') AS day, kind, phase,"
-            " COUNT(*) AS n, SUM(amount) AS points FROM transfers"
-            " WHERE phase IN ('single', 'post') GROUP BY day, kind, phase ORDER BY day, kind",
-            (offset_ms,),
+            "SELECT created_ms, kind, amount FROM transfers WHERE phase IN ('single', 'post')"
         )
+        totals: dict[tuple[str, str], list[int]] = {}
+        for created_ms, kind, amount in rows:  # days in Python: portable SQL (a second adapter)
+            entry = totals.setdefault((local_day(created_ms), kind), [0, 0])
+            entry[0] += 1
+            entry[1] += amount
         return [
-            {"day": r["day"], "kind": r["kind"], "transfers": r["n"], "points": r["points"]}
-            for r in rows
+            {"day": day, "kind": kind, "transfers": n, "points": points}
+            for (day, kind), (n, points) in sorted(totals.items())
         ]
 
     # --- inside ---------------------------------------------------------------------------------
