@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from cloud_api.core.ledger import (
@@ -303,24 +304,18 @@ class SqlLedger:
 
     def post(self, req: PostRequest, now_ms: int) -> Transfer:
         """Post a pending transfer (never after a void)."""
-        existing = self._held_under(req.key)
-        pending, resolution = self._pending(req.pending_id)
-        planned = plan_post(
-            req,
-            existing=existing,
-            is_tombstoned=self._is_tombstoned(req.key),
-            pending=pending,
-            resolution=resolution,
-            new_id=new_id("trf"),
-            now_ms=now_ms,
-        )
-        return self._record(planned, existing)
+        return self._resolve(req, plan_post, now_ms)
 
     def void(self, req: VoidRequest, now_ms: int) -> Transfer:
         """Void a pending transfer (never after a post)."""
+        return self._resolve(req, plan_void, now_ms)
+
+    def _resolve(
+        self, req: PostRequest | VoidRequest, plan: Callable[..., Transfer], now_ms: int
+    ) -> Transfer:
         existing = self._held_under(req.key)
         pending, resolution = self._pending(req.pending_id)
-        planned = plan_void(
+        planned = plan(
             req,
             existing=existing,
             is_tombstoned=self._is_tombstoned(req.key),
