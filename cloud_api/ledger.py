@@ -57,7 +57,7 @@ from cloud_api.core.ledger import (
     plan_void,
 )
 from cloud_api.errors import Conflict as CloudConflict
-from cloud_api.store import Store
+from cloud_api.store import StorePort
 from linli.ids import new_id
 
 __all__ = [
@@ -494,7 +494,7 @@ class StoreLedger:
         0
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StorePort) -> None:
         self.store = store
 
     def open_account(

@@ -307,3 +307,34 @@ def test_eight_threads_of_mixed_writes_lose_no_update(
     rows = cloud.store.read("SELECT idempotency_key FROM transfers WHERE idempotency_key LIKE 'w%'")
     recorded = {r[0] for r in rows}
     assert first_keys <= recorded
+
+
+def test_anyone_checks_that_a_later_day_extends_an_earlier_one(
+    cloud: CloudUnderTest, people: dict[str, Client]
+) -> None:
+    from cloud_api.core.transparency import verify_consistency
+
+    now = cloud.server.app.state.services.clock.now().wall_ms
+    day = 24 * 60 * 60 * 1000
+    sign_day(cloud.store, cloud.keys, local_day(now - day), now)
+    assert people["zhang"].post("/ledger/movements", credit("credit:kettle", 8)).status_code == 200
+    sign_day(cloud.store, cloud.keys, local_day(now), now)
+    query = {"from_day": local_day(now - day), "to_day": local_day(now)}
+    found = httpx.get(f"{cloud.url}/api/v1/ledger/consistency", params=query).json()
+    old, new = found["from"]["body"], found["to"]["body"]
+    assert new["log_size"] == old["log_size"] + 1
+    assert verify_consistency(
+        old["log_size"],
+        new["log_size"],
+        bytes.fromhex(old["log_root"]),
+        bytes.fromhex(new["log_root"]),
+        [bytes.fromhex(p) for p in found["proof"]],
+    )
+    backwards = {"from_day": query["to_day"], "to_day": query["from_day"]}
+    refused = httpx.get(f"{cloud.url}/api/v1/ledger/consistency", params=backwards)
+    assert refused.status_code == 422
+    missing = httpx.get(
+        f"{cloud.url}/api/v1/ledger/consistency",
+        params={"from_day": "2020-01-01", "to_day": query["to_day"]},
+    )
+    assert missing.status_code == 404

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_api.deps import Resident, ServicesDep, SocialWorker
@@ -131,6 +131,15 @@ def my_proof(transfer_id: IdPath, resident: Resident, svc: ServicesDep) -> dict[
 def roots(svc: ServicesDep) -> list[dict[str, Any]]:
     """Every signed daily root (public)."""
     return svc.points.roots()
+
+
+Day = Annotated[str, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+
+
+@router.get("/ledger/consistency")
+def consistency(from_day: Day, to_day: Day, svc: ServicesDep) -> dict[str, Any]:
+    """The consistency proof between two published days (public)."""
+    return svc.points.consistency(from_day, to_day)
 
 
 @router.get("/ledger/totals")

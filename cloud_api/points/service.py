@@ -37,11 +37,19 @@ from cloud_api.core.ledger import (
     check_insider,
     check_insider_limit,
 )
+from cloud_api.core.transparency import consistency_between
 from cloud_api.errors import NotFound
 from cloud_api.keys import CloudKeys
 from cloud_api.ledger import SqlLedger
-from cloud_api.store import Store
-from cloud_api.transparency import COMMUNITY_TZ, inclusion_for, local_day, signed_json, signed_roots
+from cloud_api.store import StorePort
+from cloud_api.transparency import (
+    COMMUNITY_TZ,
+    inclusion_for,
+    leaves,
+    local_day,
+    signed_json,
+    signed_roots,
+)
 from linli.clock import Clock
 from linli.ids import new_id
 
@@ -76,7 +84,11 @@ class PointsService:
     """Points for one cloud: movements, holds, reversals, limits, histories, proofs, roots."""
 
     def __init__(
-        self, store: Store, keys: CloudKeys, clock: Clock, policy: InsiderPolicy | None = None
+        self,
+        store: StorePort,
+        keys: CloudKeys,
+        clock: Clock,
+        policy: InsiderPolicy | None = None,
     ) -> None:
         self.store = store
         self.keys = keys
@@ -228,6 +240,25 @@ class PointsService:
         """Every signed daily root, oldest first."""
         with self.store.snapshot() as db:
             return [signed_json(r) for r in signed_roots(db)]
+
+    def consistency(self, from_day: str, to_day: str) -> dict[str, Any]:
+        """The consistency proof between two published days' logs: anyone holding both roots
+        can check that the later log extends the earlier one unchanged."""
+        with self.store.snapshot() as db:
+            published = {r.body.day: r for r in signed_roots(db)}
+            old, new = published.get(from_day), published.get(to_day)
+            if old is None or new is None:
+                raise NotFound("no signed root for one of those days")
+            if old.body.log_size > new.body.log_size:
+                raise Refused("order", "from_day must not be later than to_day")
+            proof = consistency_between(
+                old.body, new.body, leaves(db, self.keys.ledger_salt_secret)
+            )
+        return {
+            "from": signed_json(old),
+            "to": signed_json(new),
+            "proof": [p.hex() for p in proof],
+        }
 
     def totals(self) -> list[dict[str, Any]]:
         """Points moved per community day and kind (subsidies as totals, never per person)."""
