@@ -242,9 +242,9 @@ class DeviceService:
         acks: list[Ack] = []
         with self._store.write() as db:
             inserted = db.execute(
-                "INSERT OR IGNORE INTO device_events (device_id, boot_id, seq, type, compartment,"
+                "INSERT INTO device_events (device_id, boot_id, seq, type, compartment,"
                 " grant_id, cmd_id, reason, wall_ms, mono_ms, trust, payload, received_ms)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                 (
                     event.device_id,
                     event.boot_id,
