@@ -114,6 +114,9 @@ def test_a_social_workers_daily_issuance_is_capped(
     assert (over.status_code, over.json()["error"]) == (422, "insider_cap")
     assert people["chen"].post("/ledger/movements", credit("cap:chen", 1)).status_code == 200
     assert balance(cloud, "per_2") == (50 + 2000 + 1, 0)
+    report = {(r["worker"], r["issued"], r["cap"]) for r in zhang.get("/ledger/issuance").json()}
+    assert report == {("per_3", 2000, 2000), ("per_5", 1, 2000)}  # the seed's credits: "seed"
+    assert people["13800000001"].get("/ledger/issuance").status_code == 403
 
 
 def test_holds_post_or_void_once(cloud: CloudUnderTest, people: dict[str, Client]) -> None:

@@ -115,6 +115,12 @@ def set_limit(body: LimitBody, worker: SocialWorker, svc: ServicesDep) -> dict[s
     return svc.points.set_limit(worker, body.key, body.member, body.limit, body.reason)
 
 
+@router.get("/ledger/issuance")
+def issuance(worker: SocialWorker, svc: ServicesDep) -> list[dict[str, Any]]:
+    """Points each social worker issued per day, against the daily cap."""
+    return svc.points.issuance(worker)
+
+
 @router.get("/me/ledger")
 def my_ledger(resident: Resident, svc: ServicesDep) -> dict[str, Any]:
     """The resident's balance and movements, each with what it was for."""

@@ -241,6 +241,31 @@ class PointsService:
         with self.store.snapshot() as db:
             return [signed_json(r) for r in signed_roots(db)]
 
+    def issuance(self, worker: Person) -> list[dict[str, Any]]:
+        """Points each social worker of the community issued (credits and grants) per day,
+        against the cap — the report the insider controls promise."""
+        rows = self.store.read(
+            "SELECT t.actor, p.display_name, t.created_ms, t.amount FROM transfers t"
+            " JOIN people p ON p.id = t.actor WHERE p.community_id = ?"
+            " AND t.kind IN ('valuation_credit', 'subsidy_grant')"
+            " AND t.phase IN ('single', 'pending')",
+            (worker.community_id,),
+        )
+        totals: dict[tuple[str, str, str], int] = {}
+        for actor, name, created_ms, amount in rows:
+            key = (local_day(created_ms), actor, name)
+            totals[key] = totals.get(key, 0) + amount
+        return [
+            {
+                "day": day,
+                "worker": actor,
+                "name": name,
+                "issued": issued,
+                "cap": self.policy.daily_issuance_cap,
+            }
+            for (day, actor, name), issued in sorted(totals.items())
+        ]
+
     def consistency(self, from_day: str, to_day: str) -> dict[str, Any]:
         """The consistency proof between two published days' logs: anyone holding both roots
         can check that the later log extends the earlier one unchanged."""
