@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud_api.accounts.service import AccountService
 from cloud_api.api import router
@@ -17,7 +18,7 @@ from cloud_api.core.ledger import LedgerError
 from cloud_api.core.ledger import NotFound as LedgerNotFound
 from cloud_api.deps import Services
 from cloud_api.devices.service import DeviceService
-from cloud_api.errors import HTTP_STATUS, CloudError
+from cloud_api.errors import HTTP_STATUS, CloudError, error_body
 from cloud_api.keys import load_or_create_keys
 from cloud_api.mqtt_bridge import CloudBridge
 from cloud_api.points.router import router as points_router
@@ -76,7 +77,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
     @app.exception_handler(CloudError)
     async def domain_error(request: Request, exc: CloudError) -> JSONResponse:
         status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 400)
-        return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=status)
+        return JSONResponse(error_body(exc.code, str(exc), exc.field), status_code=status)
 
     @app.exception_handler(LedgerError)
     async def ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
@@ -87,7 +88,16 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
             if isinstance(exc, LedgerNotFound)
             else 422
         )
-        return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=status)
+        return JSONResponse(error_body(exc.code, str(exc)), status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -96,13 +106,15 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
         # never what.
         errors = [
             {
-                "loc": [str(part) for part in error.get("loc", ())],
-                "msg": str(error.get("msg", "")),
+                "field": ".".join(str(part) for part in error.get("loc", ())),
+                "message": str(error.get("msg", "")),
                 "type": str(error.get("type", "")),
             }
             for error in exc.errors()
         ]
-        return JSONResponse({"error": "invalid_request", "detail": errors}, status_code=422)
+        first = errors[0] if errors else {"field": None, "message": "invalid request"}
+        body = error_body("invalid_request", str(first["message"]), first["field"])
+        return JSONResponse(body | {"errors": errors}, status_code=422)
 
     @app.get("/healthz")
     def healthz(request: Request) -> dict[str, object]:

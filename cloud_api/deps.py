@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cloud_api.accounts.service import AccountService, Person
 from cloud_api.devices.service import DeviceService
-from cloud_api.errors import Forbidden, NotAuthenticated
+from cloud_api.access import ROLES, STAFF, allow, public
 from cloud_api.keys import CloudKeys
 from cloud_api.points.service import PointsService
 from cloud_api.store import Store
@@ -37,31 +35,19 @@ def services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(services)]
-_bearer = HTTPBearer(auto_error=False)
-
-
-def signed_in(
-    svc: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Person:
-    """The person behind the bearer token."""
-    if credentials is None:
-        raise NotAuthenticated("sign in first")
-    return svc.accounts.person_for(credentials.credentials, svc.clock.now().wall_ms)
-
-
-def role(*roles: str) -> Callable[[Person], Person]:
-    """A dependency that admits only the given roles."""
-
-    def check(person: Annotated[Person, Depends(signed_in)]) -> Person:
-        if person.role not in roles:
-            raise Forbidden("your role may not do this")
-        return person
-
-    return check
-
-
-AnyPerson = Annotated[Person, Depends(signed_in)]
-Resident = Annotated[Person, Depends(role("resident"))]
-Staff = Annotated[Person, Depends(role("social_worker", "maintainer"))]
-SocialWorker = Annotated[Person, Depends(role("social_worker"))]
+Me = Annotated[Person, allow(*ROLES, scope="self")]
+"""Any signed-in person, about their own data."""
+AnyPerson = Annotated[Person, allow(*ROLES, scope="community")]
+"""Any signed-in person, about objects of their community (residents: their own, where owned)."""
+Resident = Annotated[Person, allow("resident", scope="own")]
+"""A resident, about objects they own (another's: 404)."""
+ResidentSelf = Annotated[Person, allow("resident", scope="self")]
+"""A resident, about their own data."""
+Staff = Annotated[Person, allow(*STAFF, scope="community")]
+"""A social worker or maintainer, about their community."""
+SocialWorker = Annotated[Person, allow("social_worker", scope="community")]
+"""A social worker, about their community."""
+Maintainer = Annotated[Person, allow("maintainer", scope="community")]
+"""A maintainer, about their community."""
+Public = public()
+"""The declaration of a route open to everyone: ``dependencies=[Public]``."""

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 
 class CloudError(Exception):
-    """Root of the cloud's domain errors. ``code`` is a stable machine string for clients."""
+    """Root of the cloud's domain errors. ``code`` is a stable machine string for clients.
+
+    Every 4xx answer has one body, ``{"code", "message", "field"}`` (:func:`error_body`):
+    ``field`` names the request field at fault, or is null.
+    """
 
     code = "error"
+
+    def __init__(self, message: str = "", *, field: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.field = field
+        if code is not None:
+            self.code = code
 
 
 class NotFound(CloudError, LookupError):
@@ -39,6 +49,12 @@ class Throttled(CloudError):
     code = "throttled"
 
 
+class Invalid(CloudError, ValueError):
+    """The request is well-formed but its values cannot be accepted (422)."""
+
+    code = "invalid"
+
+
 class DeviceUnavailable(CloudError):
     """The device is not connected; a command cannot be delivered now."""
 
@@ -51,5 +67,11 @@ HTTP_STATUS: dict[type[CloudError], int] = {
     Forbidden: 403,
     Conflict: 409,
     Throttled: 429,
+    Invalid: 422,
     DeviceUnavailable: 503,
 }
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, str | None]:
+    """The one body of every error answer."""
+    return {"code": code, "message": message, "field": field}

@@ -263,6 +263,136 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER ledger_roots_no_delete BEFORE DELETE ON ledger_roots
         BEGIN SELECT RAISE(ABORT, 'signed roots are immutable'); END;
     """,
+    # 4: the domain of issue #7 (docs/decisions/0016-domain-and-settlement.md): residents'
+    # sensitive data apart from people and the ledger, persisted sign-in throttles, staff TOTP,
+    # account changes with both identities, the item lifecycle and loans, grants that record how
+    # they ended and when their outcome may be settled, the device's reporting horizon, events
+    # settled in order, cases (tasks for people) and immutable corrections, scheduler runs.
+    """
+    CREATE TABLE resident_profiles (
+        person_id TEXT PRIMARY KEY REFERENCES people(id),
+        phone TEXT NOT NULL UNIQUE,
+        household TEXT NOT NULL DEFAULT '',
+        unit TEXT NOT NULL DEFAULT '',
+        flags TEXT NOT NULL DEFAULT '[]'
+    );
+    INSERT INTO resident_profiles (person_id, phone)
+        SELECT id, login FROM people WHERE role = 'resident';
+    UPDATE people SET login = id WHERE role = 'resident';
+    ALTER TABLE people ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
+    ALTER TABLE people ADD COLUMN totp_secret TEXT;
+    ALTER TABLE people ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE sign_in_attempts (
+        key TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        first_ms INTEGER NOT NULL,
+        blocked_until_ms INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE account_changes (
+        id TEXT PRIMARY KEY,
+        person_id TEXT NOT NULL REFERENCES people(id),
+        kind TEXT NOT NULL,
+        actor_id TEXT NOT NULL REFERENCES people(id),
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}',
+        at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX account_changes_person ON account_changes (person_id);
+    CREATE TRIGGER account_changes_no_update BEFORE UPDATE ON account_changes
+        BEGIN SELECT RAISE(ABORT, 'account changes are immutable'); END;
+    CREATE TRIGGER account_changes_no_delete BEFORE DELETE ON account_changes
+        BEGIN SELECT RAISE(ABORT, 'account changes are immutable'); END;
+    ALTER TABLE items ADD COLUMN kind TEXT NOT NULL DEFAULT 'give';
+    ALTER TABLE items ADD COLUMN size TEXT NOT NULL DEFAULT 'M';
+    ALTER TABLE items ADD COLUMN description TEXT NOT NULL DEFAULT '';
+    ALTER TABLE items ADD COLUMN deposit_points INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE items ADD COLUMN loan_days INTEGER;
+    ALTER TABLE items ADD COLUMN due_ms INTEGER;
+    ALTER TABLE items ADD COLUMN deadline_ms INTEGER;
+    ALTER TABLE items ADD COLUMN dispute_until_ms INTEGER;
+    ALTER TABLE items ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE item_history ADD COLUMN actor TEXT;
+    ALTER TABLE item_history ADD COLUMN on_behalf_of TEXT;
+    CREATE INDEX items_place ON items (device_id, compartment);
+    CREATE INDEX items_status ON items (community_id, status);
+    CREATE INDEX item_history_item ON item_history (item_id);
+    CREATE TABLE grants_v4 (
+        id TEXT PRIMARY KEY,
+        item_id TEXT REFERENCES items(id),
+        person_id TEXT REFERENCES people(id),
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        compartment TEXT NOT NULL,
+        purpose TEXT NOT NULL CHECK (purpose IN ('dropoff', 'pickup', 'return', 'maintenance')),
+        epoch INTEGER NOT NULL,
+        valid_from_ms INTEGER NOT NULL,
+        valid_until_ms INTEGER NOT NULL,
+        code_counter INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL CHECK (status IN ('active', 'consumed', 'revoked', 'expired')),
+        created_ms INTEGER NOT NULL,
+        consumed_ms INTEGER,
+        created_by TEXT,
+        ended_ms INTEGER,
+        ended_by TEXT,
+        end_reason TEXT,
+        replaces_id TEXT,
+        revoked_cfg_version INTEGER,
+        settle_after_ms INTEGER,
+        settled_ms INTEGER,
+        outcome TEXT
+    );
+    INSERT INTO grants_v4 (id, item_id, person_id, device_id, compartment, purpose, epoch,
+        valid_from_ms, valid_until_ms, code_counter, status, created_ms, consumed_ms)
+        SELECT id, item_id, person_id, device_id, compartment, purpose, epoch, valid_from_ms,
+        valid_until_ms, code_counter, status, created_ms, consumed_ms FROM grants;
+    DROP TABLE grants;
+    ALTER TABLE grants_v4 RENAME TO grants;
+    CREATE INDEX grants_live ON grants (device_id, status);
+    CREATE INDEX grants_item ON grants (item_id);
+    CREATE INDEX grants_unsettled ON grants (device_id) WHERE settled_ms IS NULL
+        AND status IN ('revoked', 'expired');
+    ALTER TABLE devices ADD COLUMN reported_through_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN cfg_applied_version INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE compartments ADD COLUMN attention TEXT;
+    ALTER TABLE compartments ADD COLUMN state_ms INTEGER;
+    ALTER TABLE device_events ADD COLUMN settled_ms INTEGER;
+    UPDATE device_events SET settled_ms = received_ms;
+    CREATE TABLE cases (
+        id TEXT PRIMARY KEY,
+        community_id TEXT NOT NULL REFERENCES communities(id),
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('open', 'resolved')),
+        item_id TEXT,
+        grant_id TEXT,
+        device_id TEXT,
+        person_id TEXT,
+        event_ref TEXT,
+        detail TEXT NOT NULL DEFAULT '{}',
+        created_ms INTEGER NOT NULL,
+        resolved_ms INTEGER,
+        resolved_by TEXT,
+        resolution TEXT
+    );
+    CREATE UNIQUE INDEX cases_once ON cases (kind, event_ref) WHERE event_ref IS NOT NULL;
+    CREATE INDEX cases_open ON cases (community_id, status);
+    CREATE TABLE corrections (
+        id TEXT PRIMARY KEY,
+        case_id TEXT NOT NULL REFERENCES cases(id),
+        decided TEXT NOT NULL,
+        observed TEXT NOT NULL,
+        applied TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TRIGGER corrections_no_update BEFORE UPDATE ON corrections
+        BEGIN SELECT RAISE(ABORT, 'corrections are immutable'); END;
+    CREATE TRIGGER corrections_no_delete BEFORE DELETE ON corrections
+        BEGIN SELECT RAISE(ABORT, 'corrections are immutable'); END;
+    CREATE TABLE job_runs (
+        name TEXT PRIMARY KEY,
+        last_run_ms INTEGER NOT NULL,
+        last_changed INTEGER NOT NULL DEFAULT 0
+    );
+    """,
 ]
 
 

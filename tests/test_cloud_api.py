@@ -129,7 +129,7 @@ def test_sign_in_with_the_right_pin_returns_a_token(http: httpx.Client) -> None:
 def test_sign_in_refuses_wrong_credentials(http: httpx.Client, login: str, secret: str) -> None:
     response = http.post("/api/v1/session", json={"login": login, "secret": secret})
     assert response.status_code == 401
-    assert response.json()["error"] == "not_authenticated"
+    assert response.json()["code"] == "not_authenticated"
     assert "token" not in response.json()
 
 
@@ -144,7 +144,7 @@ def test_sixth_sign_in_after_five_failures_is_throttled(cloud: CloudUnderTest) -
             "/api/v1/session", json={"login": RESIDENT_1.login, "secret": RESIDENT_1.secret}
         )
         assert right.status_code == 429
-        assert right.json()["error"] == "throttled"
+        assert right.json()["code"] == "throttled"
         assert "token" not in right.json()
         # The lockout is per login: a neighbour is not locked out.
         assert sign_in(http, RESIDENT_2)
@@ -186,7 +186,7 @@ def test_sign_in_refuses_invalid_bodies(
     sessions_before = shared_cloud.store.read("SELECT COUNT(*) FROM sessions")[0][0]
     response = http.post("/api/v1/session", **request_kwargs)
     assert response.status_code == 422, response.text
-    assert "detail" in response.json()
+    assert response.json()["code"] == "invalid_request" and response.json()["field"]
     assert shared_cloud.store.read("SELECT COUNT(*) FROM sessions")[0][0] == sessions_before
 
 
@@ -206,7 +206,7 @@ def test_sign_in_refuses_a_body_that_cannot_be_parsed(
         "/api/v1/session", content=content, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 400, response.text
-    assert "detail" in response.json()
+    assert response.json()["code"] == "bad_request"
     assert shared_cloud.store.read("SELECT COUNT(*) FROM sessions")[0][0] == sessions_before
 
 
@@ -230,13 +230,13 @@ def test_staff_have_no_pickups_route(
 ) -> None:
     response = http.get("/api/v1/me/pickups", headers=as_(tokens, login))
     assert response.status_code == 403
-    assert response.json()["error"] == "forbidden"
+    assert response.json()["code"] == "forbidden"
 
 
 def test_devices_are_for_staff_of_the_community(http: httpx.Client, tokens: dict[str, str]) -> None:
     for resident in (RESIDENT_1, RESIDENT_2):
         refused = http.get("/api/v1/devices", headers=as_(tokens, resident))
-        assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
+        assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
         events = http.get("/api/v1/devices/locker-a/events", headers=as_(tokens, resident))
         assert events.status_code == 403
     for staff in (MAINTAINER, SOCIAL_WORKER):
@@ -280,7 +280,7 @@ def test_no_valid_session_gets_401(
 ) -> None:
     response = http.request(method, path, headers=headers)
     assert response.status_code == 401
-    assert response.json()["error"] == "not_authenticated"
+    assert response.json()["code"] == "not_authenticated"
 
 
 def test_a_resident_cannot_open_or_read_what_is_not_theirs(
@@ -293,7 +293,7 @@ def test_a_resident_cannot_open_or_read_what_is_not_theirs(
     stolen = http.post(
         f"/api/v1/me/pickups/{pickup['grant_id']}/open", headers=as_(tokens, RESIDENT_2)
     )
-    assert stolen.status_code == 404 and stolen.json()["error"] == "not_found"
+    assert stolen.status_code == 404 and stolen.json()["code"] == "not_found"
     assert shared_cloud.store.read("SELECT COUNT(*) FROM commands")[0][0] == commands_before
 
     opened = http.post(
@@ -392,7 +392,7 @@ def test_unknown_ids_get_404(http: httpx.Client, tokens: dict[str, str]) -> None
     ]:
         response = http.request(method, path, headers=as_(tokens, login))
         assert response.status_code == 404, path
-        assert response.json()["error"] == "not_found"
+        assert response.json()["code"] == "not_found"
 
 
 # --- codes: shown again, never stored --------------------------------------------------------

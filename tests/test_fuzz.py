@@ -249,7 +249,7 @@ def test_non_finite_numbers_are_refused_not_a_500(
         "/api/v1/session", content=content, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 422
-    assert response.json()["error"] == "invalid_request"
+    assert response.json()["code"] == "invalid_request"
 
 
 def test_a_refused_body_is_never_echoed_back(
@@ -258,5 +258,5 @@ def test_a_refused_body_is_never_echoed_back(
     _, client, _ = fuzz_cloud
     response = client.post("/api/v1/session", json={"secret": "135790-secret-pin", "extra": 1})
     assert response.status_code == 422
-    assert [e["loc"] for e in response.json()["detail"]] == [["body", "login"], ["body", "extra"]]
+    assert [e["field"] for e in response.json()["errors"]] == ["body.login", "body.extra"]
     assert "135790-secret-pin" not in response.text

@@ -75,7 +75,7 @@ def test_a_credit_is_recorded_once_and_a_reused_key_is_a_conflict(
     assert again.json()["transfer"]["id"] == first.json()["transfer"]["id"]
     assert balance(cloud, "per_2") == (62, 0)
     other = zhang.post("/ledger/movements", credit("credit:itm_7", 13, item="itm_7"))
-    assert (other.status_code, other.json()["error"]) == (409, "key_conflict")
+    assert (other.status_code, other.json()["code"]) == (409, "key_conflict")
     assert balance(cloud, "per_2") == (62, 0)
 
 
@@ -93,7 +93,7 @@ def test_a_large_credit_waits_for_a_second_social_worker(
     assert balance(cloud, "per_2") == (50, 0)
     request_id = parked.json()["request_id"]
     own = zhang.post(f"/ledger/requests/{request_id}/approve", {})
-    assert (own.status_code, own.json()["error"]) == (422, "insider_second_approver")
+    assert (own.status_code, own.json()["code"]) == (422, "insider_second_approver")
     approved = chen.post(f"/ledger/requests/{request_id}/approve", {})
     assert approved.status_code == 200, approved.text
     transfer = approved.json()["transfer"]
@@ -111,7 +111,7 @@ def test_a_social_workers_daily_issuance_is_capped(
     for n in range(10):
         assert zhang.post("/ledger/movements", credit(f"cap:{n}", 200)).status_code == 200
     over = zhang.post("/ledger/movements", credit("cap:10", 1))
-    assert (over.status_code, over.json()["error"]) == (422, "insider_cap")
+    assert (over.status_code, over.json()["code"]) == (422, "insider_cap")
     assert people["chen"].post("/ledger/movements", credit("cap:chen", 1)).status_code == 200
     assert balance(cloud, "per_2") == (50 + 2000 + 1, 0)
     report = {(r["worker"], r["issued"], r["cap"]) for r in zhang.get("/ledger/issuance").json()}
@@ -138,12 +138,12 @@ def test_holds_post_or_void_once(cloud: CloudUnderTest, people: dict[str, Client
         "/ledger/movements",
         {"key": "deposit:2", "kind": "penalty", "amount": 31, "member": "per_2", "hold": True},
     )
-    assert (too_much.status_code, too_much.json()["error"]) == (422, "limit")  # 30 available
+    assert (too_much.status_code, too_much.json()["code"]) == (422, "limit")  # 30 available
     posted = zhang.post(f"/ledger/holds/{hold_id}/post", {"key": "post:umbrella"})
     assert posted.status_code == 200
     assert balance(cloud, "per_2") == (30, 0)
     void = zhang.post(f"/ledger/holds/{hold_id}/void", {"key": "void:umbrella", "reason": "late"})
-    assert (void.status_code, void.json()["error"]) == (409, "posted")
+    assert (void.status_code, void.json()["code"]) == (409, "posted")
     assert balance(cloud, "per_2") == (30, 0)
 
 
@@ -156,13 +156,13 @@ def test_reversals_never_exceed_the_remainder_and_a_late_original_is_refused(
     assert zhang.post("/ledger/reversals", part).status_code == 200
     rest = part | {"key": "rev:lamp:2", "amount": 16}
     exceeds = zhang.post("/ledger/reversals", rest)
-    assert (exceeds.status_code, exceeds.json()["error"]) == (422, "reversal_exceeds")
+    assert (exceeds.status_code, exceeds.json()["code"]) == (422, "reversal_exceeds")
     assert balance(cloud, "per_2") == (65, 0)
 
     early = {"key": "rev:t1:88", "original_key": "t1:88", "reason": "terminal timed out"}
     assert zhang.post("/ledger/reversals", early).json()["status"] == "tombstoned"
     late = zhang.post("/ledger/movements", credit("t1:88", 5))
-    assert (late.status_code, late.json()["error"]) == (422, "late_original")
+    assert (late.status_code, late.json()["code"]) == (422, "late_original")
     assert balance(cloud, "per_2") == (65, 0)
 
 
@@ -171,7 +171,7 @@ def test_a_limit_change_is_logged_and_lets_a_member_go_below_zero(
 ) -> None:
     zhang = people["zhang"]
     penalty = {"key": "pen:1", "kind": "penalty", "amount": 60, "member": "per_2"}
-    assert zhang.post("/ledger/movements", penalty).json()["error"] == "limit"
+    assert zhang.post("/ledger/movements", penalty).json()["code"] == "limit"
     change = {"key": "lim:per_2", "member": "per_2", "limit": -10, "reason": "elder, trusted"}
     assert zhang.post("/ledger/limits", change).status_code == 200
     assert zhang.post("/ledger/movements", penalty).status_code == 200
