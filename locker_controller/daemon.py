@@ -39,6 +39,7 @@ from linli.contract import (
     decode,
     encode,
 )
+from linli.contract.models import Trust
 from linli.crash import crash_point
 from linli.identity import DeviceIdentity
 from linli.ids import new_boot_id
@@ -395,7 +396,7 @@ class LockerDaemon:
                 data=dict(output.data),
             )
             rows.append((self.boot_id, self._seq, encode(event), wall_ms))
-        self._outbox.append_all(rows)
+        self._outbox.append_all(rows, trust=trust)
         crash_point("outbox.appended")
         return rows
 
@@ -451,6 +452,20 @@ class LockerDaemon:
         wall_ms, _ = trusted_time(self._state, self._clock.now())
         return max(0, (wall_ms - self._state.cfg_issued_at_ms) // 1000)
 
+    def _reported_through_ms(self, wall_ms: int, trust: Trust) -> int | None:
+        """The reporting horizon (``Telemetry.reported_through_ms``): every event recorded with a
+        wall time before it is acknowledged by the cloud. Exact on the core thread, which
+        commits every event to the outbox before anything else happens.
+
+        None while the clock is untrusted, or while an event stamped with an untrusted (or
+        unknown) wall time awaits its ack: its wall time could be anywhere, so no horizon can
+        be vouched for until the cloud holds it.
+        """
+        if trust == "untrusted" or self._outbox.unacked_untrusted():
+            return None
+        oldest = self._outbox.oldest_unacked_wall_ms()
+        return wall_ms if oldest is None else min(oldest, wall_ms)
+
     def _periodic(self) -> None:
         now = self._clock.now().mono_ms
         deadline = next_deadline(self._state)
@@ -480,5 +495,6 @@ class LockerDaemon:
                 refused_inputs=self._state.refused_inputs,
                 clock_trust=trust,
                 guarded=is_guarded(self._state, wall_ms),
+                reported_through_ms=self._reported_through_ms(wall_ms, trust),
             )
             self._link.publish("tele", encode(tele))

@@ -11,16 +11,21 @@ directory (boot ids are random, so they cannot order), and each boot remembers t
 and that boot's last sequence number, which the ``booted`` event carries so the cloud can notice
 a boot whose tail it never received.
 
+Each event also keeps the wall time it was stamped with and the trust level of that time (0007),
+so the controller can tell the cloud how far its reporting reaches (its *reporting horizon*:
+:meth:`Outbox.oldest_unacked_wall_ms`, :meth:`Outbox.unacked_untrusted`).
+
 Example:
     >>> box = Outbox(tmp_path / "outbox.sqlite3")
     >>> previous = box.begin_boot("0123456789ab")   # None on the first boot
-    >>> box.append("0123456789ab", 1, b"{...}", wall_ms=1_800_000_000_000)
+    >>> box.append("0123456789ab", 1, b"{...}", wall_ms=1_800_000_000_000, trust="synced")
     >>> box.acknowledge("0123456789ab", 1)
     1
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -30,7 +35,7 @@ ARCHIVE_MS = 30 * 24 * 60 * 60 * 1000
 """How long acknowledged events are kept for replay after a cloud restore."""
 ARCHIVE_MAX_EVENTS = 200_000
 """Bound on archived events whatever their age (a few hundred bytes each: ~100 MB at most)."""
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS boots (
@@ -45,6 +50,7 @@ CREATE TABLE IF NOT EXISTS events (
     boot_no INTEGER NOT NULL DEFAULT 0,
     stored_wall_ms INTEGER NOT NULL DEFAULT 0,
     acked INTEGER NOT NULL DEFAULT 0,
+    trust TEXT, -- the trust level of stored_wall_ms (0007), NULL if unknown (since schema 3)
     PRIMARY KEY (boot_id, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_pending ON events (acked, boot_no, seq);
@@ -55,6 +61,10 @@ ALTER TABLE events ADD COLUMN boot_no INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE events ADD COLUMN stored_wall_ms INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE events ADD COLUMN acked INTEGER NOT NULL DEFAULT 0;
 """
+_V2_UPGRADE = "ALTER TABLE events ADD COLUMN trust TEXT"
+
+TRUSTED = ("synced", "holdover")
+"""Trust levels whose wall time the cloud can reason with (an ``untrusted`` one it cannot)."""
 
 
 @dataclass(frozen=True)
@@ -87,11 +97,36 @@ class Outbox:
         if columns and "acked" not in columns:  # an outbox written by version 1
             for statement in _V1_UPGRADE.strip().splitlines():
                 self._db.execute(statement)
+        if columns and "trust" not in columns:  # written by version 1 or 2
+            self._db.execute(_V2_UPGRADE)
+            self._backfill_pending()
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 self._db.execute(statement)
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._db.execute("COMMIT")
+
+    def _backfill_pending(self) -> None:
+        """Read the wall time and trust of pending events of an older outbox from their payload
+        (an encoded ``Event``), for the reporting horizon. Archived events are left unknown (a
+        replay makes them pending again: the horizon is then withheld until they are acked)."""
+        rows = self._db.execute(
+            "SELECT boot_id, seq, payload, stored_wall_ms FROM events WHERE acked = 0"
+        ).fetchall()
+        updates = []
+        for boot_id, seq, payload, stored_wall_ms in rows:
+            try:
+                event = json.loads(bytes(payload))
+                wall_ms, trust = event["wall_ms"], event["trust"]
+            except (ValueError, TypeError, KeyError):
+                continue  # not an event the controller wrote: its trust stays unknown
+            if not isinstance(wall_ms, int) or not isinstance(trust, str):
+                continue
+            updates.append((stored_wall_ms or wall_ms, trust, boot_id, seq))
+        self._db.executemany(
+            "UPDATE events SET stored_wall_ms = ?, trust = ? WHERE boot_id = ? AND seq = ?",
+            updates,
+        )
 
     def begin_boot(self, boot_id: str) -> PreviousBoot | None:
         """Register this boot; return the previous boot that committed events, if any."""
@@ -108,20 +143,28 @@ class Outbox:
             return None
         return PreviousBoot(str(row[0]), int(row[1]))
 
-    def append(self, boot_id: str, seq: int, payload: bytes, wall_ms: int = 0) -> None:
+    def append(
+        self, boot_id: str, seq: int, payload: bytes, wall_ms: int = 0, trust: str | None = None
+    ) -> None:
         """Store one event durably (committed before this returns)."""
-        self.append_all([(boot_id, seq, payload, wall_ms)])
+        self.append_all([(boot_id, seq, payload, wall_ms)], trust=trust)
 
-    def append_all(self, events: list[tuple[str, int, bytes, int]]) -> None:
+    def append_all(
+        self, events: list[tuple[str, int, bytes, int]], *, trust: str | None = None
+    ) -> None:
         """Store ``(boot_id, seq, payload, wall_ms)`` events in one durable commit (one fsync:
-        the events a code entry produces before its pulse are committed together)."""
+        the events a code entry produces before its pulse are committed together).
+
+        ``trust`` is the trust level of their wall times (they are stamped together); None
+        (unknown) counts as untrusted for the reporting horizon.
+        """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
-                    "INSERT INTO events (boot_id, seq, payload, boot_no, stored_wall_ms)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [(b, s, p, self._boot_no, w) for b, s, p, w in events],
+                    "INSERT INTO events (boot_id, seq, payload, boot_no, stored_wall_ms, trust)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [(b, s, p, self._boot_no, w, trust) for b, s, p, w in events],
                 )
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -214,6 +257,31 @@ class Outbox:
         """How many events await the cloud's acknowledgement."""
         with self._lock:
             (count,) = self._db.execute("SELECT COUNT(*) FROM events WHERE acked = 0").fetchone()
+        return int(count)
+
+    def oldest_unacked_wall_ms(self) -> int | None:
+        """The earliest wall time among events awaiting the cloud's acknowledgement; None when
+        none is waiting. Every event stamped before it is acknowledged — as far as the wall
+        times can be trusted: see :meth:`unacked_untrusted`.
+
+        The earliest, not the first in ``(boot, seq)`` order: they agree while trusted time
+        never goes back (0007), and the minimum stays exact if it ever did.
+        """
+        with self._lock:
+            (oldest,) = self._db.execute(
+                "SELECT MIN(stored_wall_ms) FROM events WHERE acked = 0"
+            ).fetchone()
+        return None if oldest is None else int(oldest)
+
+    def unacked_untrusted(self) -> int:
+        """How many events awaiting acknowledgement were stamped with a wall time the cloud
+        cannot reason with: ``untrusted``, or unknown (an older outbox's unreadable payload)."""
+        with self._lock:
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM events WHERE acked = 0"
+                " AND (trust IS NULL OR trust NOT IN (?, ?))",
+                TRUSTED,
+            ).fetchone()
         return int(count)
 
     def archived(self) -> int:

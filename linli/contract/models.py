@@ -156,6 +156,11 @@ class Telemetry(Message):
     """The guess budget is spent: codes are checked only with the phone's last four digits."""
     cpu_temp_c: float | None = None
     throttled: int | None = None
+    reported_through_ms: Millis | None = None
+    """Every event this device recorded before this (trusted) wall time is acknowledged by the
+    cloud: the wall time of the oldest unacknowledged event, or the current trusted time when none
+    is waiting. None while the device's clock is untrusted (the cloud cannot use it then), and
+    while an event stamped with an untrusted wall time awaits its acknowledgement."""
 
 
 class CommandResult(Message):
