@@ -49,6 +49,12 @@ class CloudKeys:
         its own label): a resident is handed the salts of their own entries only."""
         return hmac.new(self.code_secret, b"linli ledger leaf salts v1", "sha256").digest()
 
+    @property
+    def totp_seal_key(self) -> bytes:
+        """The AES-256-GCM key staff TOTP secrets are sealed with in the store (HMAC of the code
+        secret with its own label): a copy of the database alone cannot produce codes."""
+        return hmac.new(self.code_secret, b"linli totp seal v1", "sha256").digest()
+
     def device_code_key(self, device_id: str) -> bytes:
         """The key a device hashes entered codes with."""
         return derive_device_code_key(self.code_secret, device_id)

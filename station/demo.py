@@ -126,12 +126,15 @@ def describe(station: Station) -> str:
         f"                     board on a pseudo-terminal ({station.data_dir / 'locker-b' / 'ttyRS485'});",
         "                     doors and items by the physics simulator; no camera or terminal yet",
         "  Real:              broker, cloud HTTP app, SQLite store, TinyDB state, SQLite outboxes",
-        "  Demo logins (POST /api/v1/session with login + secret):",
+        "  Demo logins (POST /api/v1/session with login + secret; staff also totp, the 6-digit",
+        "  code of an authenticator app holding the TOTP secret shown):",
     ]
     for login in station.seed.logins:
         lines.append(
             f"    {login.role:<14} {login.name:<34} login {login.login:<12} secret {login.secret}"
         )
+        if login.totp_secret:
+            lines.append(f"{'':<54} TOTP secret {login.totp_secret} (demo only)")
     lines += [
         "  Enter a code at a locker's keypad (local only):",
         f"    linli locker code --data-dir {station.data_dir / 'locker-a'}",

@@ -44,11 +44,9 @@ class Http:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             return json.loads(response.read())
 
-    def sign_in(self, login: str, secret: str) -> None:
-        """Sign in and keep the token."""
-        self.token = self.call("POST", "/api/v1/session", {"login": login, "secret": secret})[
-            "token"
-        ]
+    def sign_in(self, body: dict[str, str]) -> None:
+        """Sign in with a sign-in body (``DemoLogin.body``) and keep the token."""
+        self.token = self.call("POST", "/api/v1/session", body)["token"]
 
 
 T = TypeVar("T")
@@ -98,7 +96,7 @@ def run_pickup(station: Station) -> int:
 
     print("\nScenario: pickup", flush=True)
     resident = Http(station.cloud.url)
-    resident.sign_in(seed.reserved_by.login, seed.reserved_by.secret)
+    resident.sign_in(seed.reserved_by.body(int(time.time() * 1000)))
     pickups = resident.call("GET", "/api/v1/me/pickups")
     pickup = next(p for p in pickups if p["device_id"] == device_id)
     code = pickup["code"]
@@ -128,7 +126,7 @@ def run_pickup(station: Station) -> int:
 
     maintainer = Http(station.cloud.url)
     staff = next(login for login in seed.logins if login.role == "maintainer")
-    maintainer.sign_in(staff.login, staff.secret)
+    maintainer.sign_in(staff.body(int(time.time() * 1000)))
     item = wait_for(
         "the cloud to mark the item picked up",
         lambda: (

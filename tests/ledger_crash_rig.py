@@ -116,7 +116,7 @@ class Log:
 def sign_in(url: str, login: object) -> str:
     response = httpx.post(
         f"{url}/api/v1/session",
-        json={"login": login.login, "secret": login.secret},  # type: ignore[attr-defined]
+        json=login.body(int(time.time() * 1000)),  # type: ignore[attr-defined]
         timeout=30,
     )
     response.raise_for_status()

@@ -235,9 +235,8 @@ def test_frozen_controller_shows_lost(
             lambda m: json.loads(m.payload)["state"] == "online", timeout_s=20, description="online"
         )
         maintainer = next(x for x in cloud.seed.logins if x.role == "maintainer")
-        token = http.post(
-            "/api/v1/session", json={"login": maintainer.login, "secret": maintainer.secret}
-        ).json()["token"]
+        signed_in = http.post("/api/v1/session", json=maintainer.body(int(time.time() * 1000)))
+        token = signed_in.json()["token"]
         headers = {"Authorization": f"Bearer {token}"}
 
         def cloud_status() -> str:
