@@ -95,6 +95,17 @@ def _declared_in(dependant: Any) -> Iterator[Access]:
         yield from _declared_in(sub)
 
 
+def _api_routes(app: FastAPI) -> Iterator[Any]:
+    """Every route of the app with ``path``, ``methods`` and ``dependant``: FastAPI before 0.16x
+    flattens included routers into ``app.routes``; later versions keep them as included-router
+    entries that expand through ``effective_route_contexts()``."""
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "effective_route_contexts"):
+            yield from route.effective_route_contexts()
+
+
 def declared_routes(app: FastAPI, prefix: str = "/api/") -> list[tuple[str, str, Access]]:
     """Every (method, path, access) of the app's API routes.
 
@@ -102,13 +113,14 @@ def declared_routes(app: FastAPI, prefix: str = "/api/") -> list[tuple[str, str,
         ValueError: a route under ``prefix`` declares no access, or more than one.
     """
     result = []
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.path.startswith(prefix):
+    for route in _api_routes(app):
+        path = str(route.path)
+        if not path.startswith(prefix):
             continue
         found = set(_declared_in(route.dependant))
         if len(found) != 1:
-            raise ValueError(f"{route.path} declares {len(found)} accesses; exactly one is needed")
+            raise ValueError(f"{path} declares {len(found)} accesses; exactly one is needed")
         (access,) = found
-        for method in sorted(route.methods):
-            result.append((method, route.path, access))
+        for method in sorted(route.methods or ()):
+            result.append((method, path, access))
     return result

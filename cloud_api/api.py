@@ -1,4 +1,4 @@
-"""HTTP routes of the foundation: sign-in, a resident's pickups, items, devices and commands.
+"""HTTP routes of the foundation: a resident's pickups, items, devices and commands.
 
 Authorization is role + community + ownership on every route: a resident sees only their own
 grants and codes; staff see only their own community's devices and items.
@@ -10,11 +10,11 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_api import ledger
-from cloud_api.deps import AnyPerson, Resident, ServicesDep, Staff
-from cloud_api.errors import Conflict, NotFound
+from cloud_api.deps import AnyPerson, Me, Resident, ResidentSelf, ServicesDep, Staff
+from cloud_api.errors import NotFound
+from cloud_api.grants.router import open_grant
 from cloud_api.grants.service import code_of
 
 router = APIRouter(prefix="/api/v1")
@@ -22,23 +22,8 @@ router = APIRouter(prefix="/api/v1")
 IdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
-class SignIn(BaseModel):
-    """Phone + PIN for residents, login + password for staff."""
-
-    model_config = ConfigDict(extra="forbid")
-    login: str = Field(min_length=3, max_length=64)
-    secret: str = Field(min_length=4, max_length=128, repr=False)
-
-
-@router.post("/session")
-def sign_in(body: SignIn, svc: ServicesDep) -> dict[str, object]:
-    """Sign in; returns a bearer token."""
-    token, person = svc.accounts.sign_in(body.login, body.secret, svc.clock.now().wall_ms)
-    return {"token": token, "role": person.role, "display_name": person.display_name}
-
-
 @router.get("/me")
-def me(person: AnyPerson, svc: ServicesDep) -> dict[str, object]:
+def me(person: Me, svc: ServicesDep) -> dict[str, object]:
     """Who is signed in, and (for residents) their points."""
     result: dict[str, object] = {
         "id": person.id,
@@ -54,7 +39,7 @@ def me(person: AnyPerson, svc: ServicesDep) -> dict[str, object]:
 
 
 @router.get("/me/pickups")
-def my_pickups(person: Resident, svc: ServicesDep) -> list[dict[str, object]]:
+def my_pickups(person: ResidentSelf, svc: ServicesDep) -> list[dict[str, object]]:
     """The signed-in resident's live pickup codes, shown again whenever they sign in."""
     now = svc.clock.now().wall_ms
     rows = svc.store.read(
@@ -81,42 +66,9 @@ def my_pickups(person: Resident, svc: ServicesDep) -> list[dict[str, object]]:
 
 @router.post("/me/pickups/{grant_id}/open", status_code=202)
 def open_my_pickup(grant_id: IdPath, person: Resident, svc: ServicesDep) -> dict[str, str]:
-    """ "Open now" from the signed-in phone page: a signed command to the locker."""
-    grant = svc.store.read_one(
-        "SELECT device_id, compartment, status, valid_until_ms FROM grants"
-        " WHERE id = ? AND person_id = ? AND purpose = 'pickup'",
-        (grant_id, person.id),
-    )
-    if grant is None:
-        raise NotFound("no such pickup")
-    if grant["status"] != "active" or grant["valid_until_ms"] <= svc.clock.now().wall_ms:
-        raise Conflict("this pickup can no longer be opened")
-    cmd_id = svc.devices.send_command(
-        grant["device_id"],
-        "open",
-        requested_by=person.id,
-        compartment=grant["compartment"],
-        grant_id=grant_id,
-    )
-    return {"command_id": cmd_id}
-
-
-@router.get("/items/{item_id}")
-def item(item_id: IdPath, person: AnyPerson, svc: ServicesDep) -> dict[str, object]:
-    """An item of the caller's community, with its history."""
-    row = svc.store.read_one(
-        "SELECT id, title, category, points, status, device_id, compartment FROM items"
-        " WHERE id = ? AND community_id = ?",
-        (item_id, person.community_id),
-    )
-    if row is None:
-        raise NotFound("no such item")
-    history = svc.store.read(
-        "SELECT at_ms, from_status, to_status, cause FROM item_history WHERE item_id = ?"
-        " ORDER BY at_ms, rowid",
-        (item_id,),
-    )
-    return dict(row) | {"history": [dict(h) for h in history]}
+    """ "Open now" from the signed-in phone page: a signed command to the locker (pickups;
+    ``/me/grants/{id}/open`` opens any of the resident's codes)."""
+    return {"command_id": open_grant(svc, person, grant_id, ("pickup",))}
 
 
 @router.get("/devices")

@@ -11,18 +11,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cloud_api.accounts.router import router as accounts_router
 from cloud_api.accounts.service import AccountService
 from cloud_api.api import router
 from cloud_api.core.ledger import Conflict as LedgerConflict
 from cloud_api.core.ledger import LedgerError
 from cloud_api.core.ledger import NotFound as LedgerNotFound
-from cloud_api.deps import Services
+from cloud_api.deps import Public, Services
 from cloud_api.devices.service import DeviceService
 from cloud_api.errors import HTTP_STATUS, CloudError, error_body
+from cloud_api.grants.router import router as grants_router
+from cloud_api.items.router import router as items_router
+from cloud_api.items.service import ItemService
 from cloud_api.keys import load_or_create_keys
 from cloud_api.mqtt_bridge import CloudBridge
 from cloud_api.points.router import router as points_router
 from cloud_api.points.service import PointsService
+from cloud_api.scheduler import Scheduler, domain_jobs
 from cloud_api.settings import CloudSettings
 from cloud_api.store import Store
 from cloud_api.transparency import sign_due
@@ -47,14 +52,24 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
             )
         )
         the_clock = clock or SystemClock()
-        devices = DeviceService(store, keys, bridge, the_clock)
+        policy = settings.policy()
+        devices = DeviceService(store, keys, bridge, the_clock, policy)
+        points = PointsService(store, keys, the_clock)
+        items = ItemService(store, keys, the_clock, devices.publish_config, points, policy)
+        scheduler = Scheduler(
+            store,
+            the_clock,
+            domain_jobs(store, keys, devices, policy, period_s=settings.jobs_every_s),
+        )
         app.state.services = Services(
             store=store,
             keys=keys,
             clock=the_clock,
-            accounts=AccountService(store),
+            accounts=AccountService(store, keys),
             devices=devices,
-            points=PointsService(store, keys, the_clock),
+            points=points,
+            items=items,
+            scheduler=scheduler,
         )
 
         def refresh_online() -> None:
@@ -64,6 +79,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
         bridge.every(settings.config_refresh_s, refresh_online)
         bridge.every(0.25, devices.check_liveness)
         bridge.every(60, lambda: sign_due(store, keys, the_clock.now().wall_ms))
+        bridge.every(settings.jobs_every_s, scheduler.run_due)
         bridge.start(devices.handle)
         log.info("cloud %s serving from %s", __version__, settings.data_dir)
         try:
@@ -92,7 +108,9 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
         return JSONResponse(
             error_body(code, str(exc.detail)),
             status_code=exc.status_code,
@@ -116,12 +134,15 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
         body = error_body("invalid_request", str(first["message"]), first["field"])
         return JSONResponse(body | {"errors": errors}, status_code=422)
 
-    @app.get("/healthz")
+    @app.get("/healthz", dependencies=[Public])
     def healthz(request: Request) -> dict[str, object]:
         services: Services = request.app.state.services
         bridge_ok = services.devices._publisher.is_connected
         return {"ok": True, "version": __version__, "broker_connected": bridge_ok}
 
+    app.include_router(accounts_router)
     app.include_router(router)
     app.include_router(points_router)
+    app.include_router(items_router)
+    app.include_router(grants_router)
     return app

@@ -7,11 +7,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from cloud_api.access import ROLES, STAFF, allow, public
 from cloud_api.accounts.service import AccountService, Person
 from cloud_api.devices.service import DeviceService
-from cloud_api.access import ROLES, STAFF, allow, public
+from cloud_api.items.service import ItemService
 from cloud_api.keys import CloudKeys
 from cloud_api.points.service import PointsService
+from cloud_api.scheduler import Scheduler
 from cloud_api.store import Store
 from linli.clock import Clock
 
@@ -26,6 +28,8 @@ class Services:
     accounts: AccountService
     devices: DeviceService
     points: PointsService
+    items: ItemService
+    scheduler: Scheduler
 
 
 def services(request: Request) -> Services:

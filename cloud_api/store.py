@@ -312,6 +312,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE items ADD COLUMN deadline_ms INTEGER;
     ALTER TABLE items ADD COLUMN dispute_until_ms INTEGER;
     ALTER TABLE items ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE items ADD COLUMN hold_key TEXT;
+    ALTER TABLE items ADD COLUMN deposit_key TEXT;
+    UPDATE items SET hold_key = 'hold:' || id || ':' || reserved_by
+        WHERE reserved_by IS NOT NULL AND status IN ('reserved', 'collecting');
     ALTER TABLE item_history ADD COLUMN actor TEXT;
     ALTER TABLE item_history ADD COLUMN on_behalf_of TEXT;
     CREATE INDEX items_place ON items (device_id, compartment);
@@ -355,6 +359,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE devices ADD COLUMN cfg_applied_version INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE compartments ADD COLUMN attention TEXT;
     ALTER TABLE compartments ADD COLUMN state_ms INTEGER;
+    ALTER TABLE compartments ADD COLUMN fact_occupancy TEXT NOT NULL DEFAULT 'unknown';
+    UPDATE compartments SET fact_occupancy = occupancy;
     ALTER TABLE device_events ADD COLUMN settled_ms INTEGER;
     UPDATE device_events SET settled_ms = received_ms;
     CREATE TABLE cases (

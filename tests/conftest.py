@@ -49,7 +49,7 @@ def cloud_keys(tmp_path: Path) -> CloudKeys:
 class CloudUnderTest:
     """A seeded cloud serving HTTP on a free port, connected to a broker."""
 
-    def __init__(self, data_dir: Path, broker: BrokerInfo) -> None:
+    def __init__(self, data_dir: Path, broker: BrokerInfo, **overrides: object) -> None:
         self.data_dir = data_dir
         self.broker = BrokerAddress(broker.host, broker.port)
         store = Store(data_dir / "cloud.sqlite3")
@@ -58,7 +58,11 @@ class CloudUnderTest:
         self.seed: DemoSeed = seed_demo(store, self.keys, SystemClock().now().wall_ms)
         store.close()
         settings = CloudSettings(
-            data_dir=data_dir, host="127.0.0.1", port=free_port(), broker_url=self.broker.url
+            data_dir=data_dir,
+            host="127.0.0.1",
+            port=free_port(),
+            broker_url=self.broker.url,
+            **overrides,  # type: ignore[arg-type]
         )
         self.server = CloudServer(settings).start()
         self.url = self.server.url

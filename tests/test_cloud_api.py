@@ -19,10 +19,9 @@ import pytest
 from conftest import CloudUnderTest, require_system
 
 from cloud_api import ledger
-from cloud_api.accounts.service import hash_secret
+from cloud_api.accounts.service import hash_secret, seal_totp_secret
 from cloud_api.core.ledger import Conflict as LedgerConflict
 from cloud_api.core.ledger import VoidRequest
-from cloud_api.core.settlement import Settlement, settle_pickup
 from cloud_api.errors import Conflict
 from cloud_api.grants import service as grants
 from cloud_api.grants.service import build_config, issue_grant
@@ -35,6 +34,7 @@ from station.broker import MosquittoBroker, mosquitto_binary
 
 RESIDENT_1, RESIDENT_2, SOCIAL_WORKER, MAINTAINER, SECOND_SOCIAL_WORKER = LOGINS
 NOW_MS = 1_800_000_000_000
+OTHER_TOTP = "JBSWY3DPEHPK3PXS"  # the other community's maintainer (a test secret)
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -67,9 +67,10 @@ def tokens(http: httpx.Client) -> dict[str, str]:
 
 
 def sign_in(http: httpx.Client, login: DemoLogin, secret: str | None = None) -> str:
-    response = http.post(
-        "/api/v1/session", json={"login": login.login, "secret": secret or login.secret}
-    )
+    body = login.body(int(time.time() * 1000))  # staff: with the current TOTP code
+    if secret is not None:
+        body["secret"] = secret
+    response = http.post("/api/v1/session", json=body)
     assert response.status_code == 200, response.text
     token: str = response.json()["token"]
     return token
@@ -319,14 +320,20 @@ def test_another_community_sees_nothing_of_ours(
         db.execute("INSERT INTO communities (id, name) VALUES ('river-side', 'River Side')")
         db.execute(
             "INSERT INTO people (id, community_id, role, display_name, login, secret_hash,"
-            " created_ms) VALUES ('per_other', 'river-side', 'maintainer', 'Other', 'other-m', ?, 0)",
-            (hash_secret("other-maintainer"),),
+            " totp_secret, created_ms)"
+            " VALUES ('per_other', 'river-side', 'maintainer', 'Other', 'other-m', ?, ?, 0)",
+            (
+                hash_secret("other-maintainer"),
+                seal_totp_secret(shared_cloud.keys, "per_other", OTHER_TOTP),
+            ),
         )
         db.execute(
             "INSERT INTO devices (id, community_id, role, name) VALUES"
             " ('locker-river', 'river-side', 'locker', 'River locker')"
         )
-    token = sign_in(http, DemoLogin("maintainer", "Other", "other-m", "other-maintainer"))
+    token = sign_in(
+        http, DemoLogin("maintainer", "Other", "other-m", "other-maintainer", OTHER_TOTP)
+    )
     listed = http.get("/api/v1/devices", headers=auth(token))
     assert listed.status_code == 200
     assert [d["id"] for d in listed.json()] == ["locker-river"]
@@ -724,54 +731,3 @@ def test_issue_grant_refuses_an_unknown_compartment(seeded: tuple[Store, CloudKe
             now_ms=NOW_MS,
         )
     assert store.dump() == before
-
-
-# --- settlement (a pure table) ---------------------------------------------------------------
-
-ABSENT = {"occupancy": "absent"}
-PRESENT = {"occupancy": "present"}
-UNKNOWN = {"occupancy": "unknown"}
-NOTHING = Settlement()
-
-
-@pytest.mark.parametrize(
-    ("item", "grant", "event", "data", "expected"),
-    [
-        # The first door_opened a grant caused consumes it and starts the collection.
-        ("reserved", "active", "door_opened", {}, Settlement("collecting", consume_grant=True)),
-        ("reserved", "consumed", "door_opened", {}, Settlement("collecting")),
-        ("reserved", "revoked", "door_opened", {}, Settlement("collecting")),
-        ("reserved", None, "door_opened", {}, Settlement("collecting")),
-        # The item gone is what completes a pickup and posts the hold.
-        ("collecting", "consumed", "occupancy_changed", ABSENT, Settlement("picked_up", post_hold=True)),
-        ("collecting", None, "occupancy_changed", ABSENT, Settlement("picked_up", post_hold=True)),
-        ("reserved", None, "occupancy_changed", ABSENT, Settlement("picked_up", post_hold=True)),
-        # The item still there, or not known: nothing happens.
-        ("collecting", "consumed", "occupancy_changed", PRESENT, NOTHING),
-        ("reserved", "active", "occupancy_changed", PRESENT, NOTHING),
-        ("collecting", None, "occupancy_changed", UNKNOWN, NOTHING),
-        ("collecting", None, "occupancy_changed", {}, NOTHING),
-        # A second door_opened while collecting changes nothing.
-        ("collecting", "consumed", "door_opened", {}, NOTHING),
-        # Other events settle nothing.
-        ("reserved", "active", "door_closed", {}, NOTHING),
-        ("reserved", "active", "code_accepted", {}, NOTHING),
-        ("reserved", "active", "latch_pulsed", {}, NOTHING),
-        ("collecting", "consumed", "door_closed", ABSENT, NOTHING),
-        # Once picked up, nothing moves the item or the points again ...
-        ("picked_up", "consumed", "door_opened", {}, NOTHING),
-        ("picked_up", None, "door_opened", {}, NOTHING),
-        ("picked_up", "consumed", "occupancy_changed", ABSENT, NOTHING),
-        ("picked_up", None, "occupancy_changed", PRESENT, NOTHING),
-        ("picked_up", "consumed", "door_closed", {}, NOTHING),
-        # ... but a late door_opened of a still-active grant does use that grant up.
-        ("picked_up", "active", "door_opened", {}, Settlement(consume_grant=True)),
-        # Items that are not part of a pickup are not settled by it.
-        ("listed", None, "door_opened", {}, NOTHING),
-        ("listed", None, "occupancy_changed", ABSENT, NOTHING),
-    ],
-)  # fmt: skip
-def test_settlement_table(
-    item: str, grant: str | None, event: str, data: dict[str, object], expected: Settlement
-) -> None:
-    assert settle_pickup(item, grant, event, data) == expected

@@ -398,10 +398,11 @@ def test_a_revocation_works_on_the_next_message(
     locker = start_locker(cloud, simulated_locker)
     revoked_compartment = cloud.seed.reserved_compartment
     revoked = seeded_pickup(cloud)
-    # A second live grant: Uncle Li reserves the picture books in A3.
+    # A second live grant: Auntie Wang also reserves the picture books in A3 (Uncle Li gave
+    # them, and a donor cannot reserve his own item).
     now_ms = services(cloud).clock.now().wall_ms
     with cloud.store.write() as db:
-        live = reserve(db, cloud.keys, "itm_books", "per_2", now_ms)
+        live = reserve(db, cloud.keys, "itm_books", "per_1", now_ms)
         live_compartment = db.execute(
             "SELECT compartment FROM grants WHERE id = ?", (live,)
         ).fetchone()["compartment"]

@@ -21,7 +21,13 @@ from typing import Protocol
 
 from cloud_api.errors import Conflict, DeviceUnavailable, NotFound
 from cloud_api.grants.service import build_config, refreshed, signed_config
-from cloud_api.items.service import apply_event, event_json
+from cloud_api.items.service import DEFAULT_POLICY, Policy
+from cloud_api.items.settlement import (
+    advance_horizon,
+    apply_event,
+    event_json,
+    note_config_applied,
+)
 from cloud_api.keys import CloudKeys
 from cloud_api.store import Store
 from linli.clock import Clock
@@ -47,6 +53,9 @@ from linli.ids import new_id
 log = logging.getLogger(__name__)
 
 COMMAND_TTL_MS = 60_000
+LAST_SEEN_EVERY_MS = 60_000
+"""How often telemetry refreshes ``devices.last_seen_ms`` in the store (silence is judged in
+minutes by the scheduler; seconds by the in-memory watchdog)."""
 
 
 class Publisher(Protocol):
@@ -65,8 +74,16 @@ class Publisher(Protocol):
 class DeviceService:
     """Ingest of device messages; configuration and commands to devices."""
 
-    def __init__(self, store: Store, keys: CloudKeys, publisher: Publisher, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        keys: CloudKeys,
+        publisher: Publisher,
+        clock: Clock,
+        policy: Policy = DEFAULT_POLICY,
+    ) -> None:
         self._store = store
+        self.policy = policy
         self._keys = keys
         self._publisher = publisher
         self._clock = clock
@@ -78,6 +95,7 @@ class DeviceService:
         self._silenced: dict[str, int] = {}  # marked lost by the watchdog: keepalive to restore
         self.telemetry: dict[str, dict[str, object]] = {}
         self._logged_refusals: set[tuple[str, str, str]] = set()
+        self._seen_written: dict[str, int] = {}
 
     @property
     def broker_connected(self) -> bool:
@@ -195,6 +213,7 @@ class DeviceService:
                 " last_seen_ms = ? WHERE id = ?",
                 (status.state, status.boot_id, status.version, now, now, status.device_id),
             )
+        self._seen_written[status.device_id] = now
         log.info("device %s is %s (boot %s)", status.device_id, status.state, status.boot_id)
         if status.state == "online":
             self.refresh_config(status.device_id)
@@ -212,13 +231,16 @@ class DeviceService:
             for name, c in state.compartments.items():
                 db.execute(
                     "UPDATE compartments SET latch = ?, door = ?, occupancy = ?,"
-                    " needs_attention = ?, epoch = MAX(epoch, ?) WHERE device_id = ? AND name = ?",
+                    " needs_attention = ?, attention = ?, epoch = MAX(epoch, ?), state_ms = ?"
+                    " WHERE device_id = ? AND name = ?",
                     (
                         c.latch,
                         c.door,
                         c.occupancy,
                         int(c.needs_attention),
+                        c.attention,
                         c.epoch,
+                        state.wall_ms,
                         state.device_id,
                         name,
                     ),
@@ -238,7 +260,7 @@ class DeviceService:
         rest (gap detection across reboots).
         """
         now = self._now()
-        grants_changed = False
+        changed_devices: set[str] = set()
         acks: list[Ack] = []
         with self._store.write() as db:
             inserted = db.execute(
@@ -261,9 +283,10 @@ class DeviceService:
                     now,
                 ),
             ).rowcount
-            if inserted:
-                grants_changed = apply_event(db, event, now)
             head = _advance_head(db, event.device_id, event.boot_id, event.seq, 0)
+            if inserted:
+                changed_devices = self._settle_through(db, event.device_id, event.boot_id, head)
+                self._advance_horizon_from_events(db, event.device_id, event.boot_id, head)
             acks.append(Ack(device_id=event.device_id, boot_id=event.boot_id, seq=head))
             previous = event.data.get("previous_boot")
             last_seq = event.data.get("previous_last_seq")
@@ -274,8 +297,75 @@ class DeviceService:
         crash_point("cloud.event_stored")
         for ack in acks:
             self._publisher.publish(event.device_id, "ack", encode(ack))
-        if grants_changed:
-            self.publish_config(event.device_id)
+        for device_id in sorted(changed_devices):
+            self.publish_config(device_id)
+
+    def _settle_through(
+        self, db: sqlite3.Connection, device_id: str, boot_id: str, head: int
+    ) -> set[str]:
+        """Apply, in ``seq`` order, every stored and not yet settled event of a boot up to the
+        contiguous head: an event that arrived early waits for those before it."""
+        changed: set[str] = set()
+        now = self._now()
+        for row in db.execute(
+            "SELECT seq, payload FROM device_events WHERE device_id = ? AND boot_id = ?"
+            " AND settled_ms IS NULL AND seq <= ? ORDER BY seq",
+            (device_id, boot_id, head),
+        ).fetchall():
+            event = Event.model_validate_json(row["payload"])
+            changed |= apply_event(db, event, now, keys=self._keys, policy=self.policy)
+            db.execute(
+                "UPDATE device_events SET settled_ms = ? WHERE device_id = ? AND boot_id = ?"
+                " AND seq = ?",
+                (now, device_id, boot_id, row["seq"]),
+            )
+        return changed
+
+    def _advance_horizon_from_events(
+        self, db: sqlite3.Connection, device_id: str, boot_id: str, head: int
+    ) -> None:
+        """The device's horizon from its events: with no gap in any boot, every event before
+        the head event's (trusted) wall time is stored."""
+        if head == 0 or self._has_gaps(db, device_id):
+            return
+        row = db.execute(
+            "SELECT wall_ms, trust FROM device_events WHERE device_id = ? AND boot_id = ?"
+            " AND seq = ?",
+            (device_id, boot_id, head),
+        ).fetchone()
+        if row is not None and row["trust"] != "untrusted":
+            advance_horizon(db, device_id, int(row["wall_ms"]))
+
+    def settle_stale_events(self, older_than_ms: int) -> int:
+        """Apply events held back behind a gap that never filled (the device's archive lost
+        them): after the staleness bound they settle in order all the same; return how many."""
+        now = self._now()
+        count = 0
+        with self._store.write() as db:
+            boots = db.execute(
+                "SELECT DISTINCT device_id, boot_id FROM device_events WHERE settled_ms IS NULL"
+                " AND received_ms < ?",
+                (now - older_than_ms,),
+            ).fetchall()
+            changed: set[str] = set()
+            for boot in boots:
+                rows = db.execute(
+                    "SELECT seq, payload FROM device_events WHERE device_id = ? AND boot_id = ?"
+                    " AND settled_ms IS NULL ORDER BY seq",
+                    (boot["device_id"], boot["boot_id"]),
+                ).fetchall()
+                for row in rows:
+                    event = Event.model_validate_json(row["payload"])
+                    changed |= apply_event(db, event, now, keys=self._keys, policy=self.policy)
+                    db.execute(
+                        "UPDATE device_events SET settled_ms = ? WHERE device_id = ?"
+                        " AND boot_id = ? AND seq = ?",
+                        (now, boot["device_id"], boot["boot_id"], row["seq"]),
+                    )
+                    count += 1
+        for device_id in sorted(changed):
+            self.publish_config(device_id)
+        return count
 
     def gaps(self, device_id: str) -> list[dict[str, object]]:
         """Boots of a device whose events the cloud does not hold contiguously: what it has
@@ -313,6 +403,8 @@ class DeviceService:
                 "UPDATE devices SET cfg_reported = ? WHERE id = ?",
                 (report.model_dump_json(), report.device_id),
             )
+            if report.status == "applied":
+                note_config_applied(db, report.device_id, report.applied_version, self._now())
         if report.status == "refused":
             log.warning(
                 "device %s refused configuration %s: %s",
@@ -323,7 +415,41 @@ class DeviceService:
 
     def _on_telemetry(self, tele: Telemetry) -> None:
         # Latest figures in memory; history and alarms belong to the maintainers' issue (#10).
-        self.telemetry[tele.device_id] = tele.model_dump(mode="json") | {"received_ms": self._now()}
+        now = self._now()
+        self.telemetry[tele.device_id] = tele.model_dump(mode="json") | {"received_ms": now}
+        through = tele.reported_through_ms
+        # Heartbeats must not churn the store: last_seen_ms is written at most once a minute,
+        # and the horizon when it would let an expired or revoked grant settle (or with it).
+        is_due = now - self._seen_written.get(tele.device_id, 0) >= LAST_SEEN_EVERY_MS
+        unblocks = through is not None and (
+            self._store.read_one(
+                "SELECT 1 FROM grants g JOIN devices d ON d.id = g.device_id"
+                " WHERE g.device_id = ? AND g.settled_ms IS NULL"
+                " AND g.status IN ('expired', 'revoked') AND g.settle_after_ms IS NOT NULL"
+                " AND g.settle_after_ms > d.reported_through_ms AND g.settle_after_ms <= ?"
+                " LIMIT 1",
+                (tele.device_id, through),
+            )
+            is not None
+        )
+        if not (is_due or unblocks):
+            return
+        with self._store.write() as db:
+            db.execute("UPDATE devices SET last_seen_ms = ? WHERE id = ?", (now, tele.device_id))
+            if through is not None and not self._has_gaps(db, tele.device_id):
+                advance_horizon(db, tele.device_id, through)
+        self._seen_written[tele.device_id] = now
+
+    @staticmethod
+    def _has_gaps(db: sqlite3.Connection, device_id: str) -> bool:
+        return (
+            db.execute(
+                "SELECT 1 FROM event_heads WHERE device_id = ? AND MAX(highest_seq, expected_seq)"
+                " > contiguous_seq",
+                (device_id,),
+            ).fetchone()
+            is not None
+        )
 
     # --- to devices --------------------------------------------------------------------------
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from cloud_api.core.items import IN_LOCKER
+from cloud_api.errors import Conflict, NotFound
 from cloud_api.keys import CloudKeys
 from linli.codes import derive_code, guard_hash, hash_code, phone_digits
 from linli.contract import CompartmentPolicy, ConfigBody, Grant, sign_body
 from linli.ids import new_id
 
 MAX_COUNTER = 100
+SIZES = ("S", "M", "L")
 
 
 def code_of(keys: CloudKeys, grant_id: str, counter: int) -> str:
@@ -36,6 +39,8 @@ def issue_grant(
     now_ms: int,
     item_id: str | None = None,
     person_id: str | None = None,
+    created_by: str | None = None,
+    replaces_id: str | None = None,
 ) -> str:
     """Create an active grant bound to the compartment's current epoch; return its id."""
     row = db.execute(
@@ -43,6 +48,8 @@ def issue_grant(
     ).fetchone()
     if row is None:
         raise LookupError(f"no compartment {compartment} on {device_id}")
+    if valid_until_ms <= valid_from_ms:
+        raise Conflict("a grant must end after it starts")
     grant_id = new_id("grt")
     live = {
         code_of(keys, r["id"], r["code_counter"])
@@ -55,8 +62,8 @@ def issue_grant(
     counter = next(c for c in range(MAX_COUNTER) if code_of(keys, grant_id, c) not in live)
     db.execute(
         "INSERT INTO grants (id, item_id, person_id, device_id, compartment, purpose, epoch,"
-        " valid_from_ms, valid_until_ms, code_counter, status, created_ms)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?, 'active', ?)",
+        " valid_from_ms, valid_until_ms, code_counter, status, created_ms, created_by,"
+        " replaces_id) VALUES (?,?,?,?,?,?,?,?,?,?, 'active', ?,?,?)",
         (
             grant_id,
             item_id,
@@ -69,9 +76,97 @@ def issue_grant(
             valid_until_ms,
             counter,
             now_ms,
+            created_by,
+            replaces_id,
         ),
     )
     return grant_id
+
+
+def end_grant(
+    db: sqlite3.Connection, grant_id: str, *, reason: str, by: str, now_ms: int
+) -> sqlite3.Row:
+    """Revoke an active grant (``cancelled``, ``reissued``, ``withdrawn``…); return its row.
+
+    The device learns it with its next configuration; until the device has applied that version
+    (``revoked_cfg_version``) and reported every event up to then, the cloud does not settle
+    what the grant held (a code entered offline may still have opened the door). A grant
+    replaced by a re-issue is settled at once: its successor carries the reservation on.
+    """
+    row = db.execute("SELECT * FROM grants WHERE id = ?", (grant_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no grant {grant_id}")
+    if row["status"] != "active":
+        raise Conflict(f"the grant is {row['status']}, not active")
+    device = db.execute(
+        "SELECT cfg_version FROM devices WHERE id = ?", (row["device_id"],)
+    ).fetchone()
+    replaced = reason == "reissued"
+    db.execute(
+        "UPDATE grants SET status = 'revoked', ended_ms = ?, ended_by = ?, end_reason = ?,"
+        " revoked_cfg_version = ?, settled_ms = ?, outcome = ? WHERE id = ? AND status = 'active'",
+        (
+            now_ms,
+            by,
+            reason,
+            device["cfg_version"] + 1,
+            now_ms if replaced else None,
+            "replaced" if replaced else None,
+            grant_id,
+        ),
+    )
+    updated: sqlite3.Row = db.execute("SELECT * FROM grants WHERE id = ?", (grant_id,)).fetchone()
+    return updated
+
+
+def fits(item_size: str, compartment_size: str) -> bool:
+    """Whether an item of one size fits a compartment of another (S < M < L)."""
+    return SIZES.index(compartment_size) >= SIZES.index(item_size)
+
+
+def free_compartments(
+    db: sqlite3.Connection, community_id: str, size: str, device_id: str | None = None
+) -> list[sqlite3.Row]:
+    """Compartments an item of ``size`` may be put into now, best first.
+
+    Free means: of the community (and of ``device_id`` if given), fitting, reported empty and
+    closed by the device's own state, not needing attention, held by no item and named by no
+    live grant. Best first: the smallest fitting size, then devices online, then name.
+    """
+    held = {
+        (r["device_id"], r["compartment"])
+        for r in db.execute(
+            "SELECT device_id, compartment, status FROM items WHERE community_id = ?"
+            " AND device_id IS NOT NULL",
+            (community_id,),
+        )
+        if r["status"] in IN_LOCKER
+    }
+    granted = {
+        (r["device_id"], r["compartment"])
+        for r in db.execute("SELECT device_id, compartment FROM grants WHERE status = 'active'")
+    }
+    rows = db.execute(
+        "SELECT c.device_id, c.name, c.size, d.status AS device_status FROM compartments c"
+        " JOIN devices d ON d.id = c.device_id WHERE d.community_id = ? AND d.role = 'locker'"
+        " AND (? IS NULL OR d.id = ?) AND c.needs_attention = 0 AND c.occupancy != 'present'"
+        " AND c.fact_occupancy != 'present' AND c.door != 'open'",
+        (community_id, device_id, device_id),
+    ).fetchall()
+    free = [
+        r
+        for r in rows
+        if fits(size, r["size"]) and (r["device_id"], r["name"]) not in held | granted
+    ]
+    return sorted(
+        free,
+        key=lambda r: (
+            SIZES.index(r["size"]),
+            r["device_status"] != "online",
+            r["device_id"],
+            r["name"],
+        ),
+    )
 
 
 def build_config(
@@ -85,8 +180,8 @@ def build_config(
     }
     grants = []
     for r in db.execute(
-        "SELECT g.*, p.login AS phone FROM grants g"
-        " LEFT JOIN people p ON p.id = g.person_id AND p.role = 'resident'"
+        "SELECT g.*, p.phone FROM grants g"
+        " LEFT JOIN resident_profiles p ON p.person_id = g.person_id"
         " WHERE g.device_id = ? AND g.status = 'active' AND g.valid_until_ms > ?"
         " ORDER BY g.created_ms, g.id",
         (device_id, now_ms),

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloud_api.deps import Resident, ServicesDep, SocialWorker
+from cloud_api.deps import Public, Resident, ResidentSelf, ServicesDep, SocialWorker
 from cloud_api.points.service import Movement
 
 router = APIRouter(prefix="/api/v1")
@@ -122,7 +122,7 @@ def issuance(worker: SocialWorker, svc: ServicesDep) -> list[dict[str, Any]]:
 
 
 @router.get("/me/ledger")
-def my_ledger(resident: Resident, svc: ServicesDep) -> dict[str, Any]:
+def my_ledger(resident: ResidentSelf, svc: ServicesDep) -> dict[str, Any]:
     """The resident's balance and movements, each with what it was for."""
     return svc.points.history(resident)
 
@@ -133,7 +133,7 @@ def my_proof(transfer_id: IdPath, resident: Resident, svc: ServicesDep) -> dict[
     return svc.points.proof(resident, transfer_id)
 
 
-@router.get("/ledger/roots")
+@router.get("/ledger/roots", dependencies=[Public])
 def roots(svc: ServicesDep) -> list[dict[str, Any]]:
     """Every signed daily root (public)."""
     return svc.points.roots()
@@ -142,13 +142,13 @@ def roots(svc: ServicesDep) -> list[dict[str, Any]]:
 Day = Annotated[str, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 
 
-@router.get("/ledger/consistency")
+@router.get("/ledger/consistency", dependencies=[Public])
 def consistency(from_day: Day, to_day: Day, svc: ServicesDep) -> dict[str, Any]:
     """The consistency proof between two published days (public)."""
     return svc.points.consistency(from_day, to_day)
 
 
-@router.get("/ledger/totals")
+@router.get("/ledger/totals", dependencies=[Public])
 def totals(svc: ServicesDep) -> list[dict[str, Any]]:
     """Points moved per day and kind (public; never per person)."""
     return svc.points.totals()

@@ -99,25 +99,31 @@ class PointsService:
 
     def move(self, worker: Person, movement: Movement) -> dict[str, Any]:
         """Record a movement, or park it for a second approver when it is above the threshold."""
+        with self.store.write() as db:
+            return self.move_in(db, worker, movement, self.clock.now().wall_ms)
+
+    def move_in(
+        self, db: sqlite3.Connection, worker: Person, movement: Movement, now: int
+    ) -> dict[str, Any]:
+        """:meth:`move` inside the caller's write transaction (an approval that lists an item
+        and credits its donor in one step)."""
         if movement.kind not in STAFF_KINDS:
             raise Refused("flow", f"staff do not record {movement.kind} directly")
-        now = self.clock.now().wall_ms
-        with self.store.write() as db:
-            req = self._request(db, worker, movement, approved_by=None)
-            if movement.amount > self.policy.second_approver_over and req.kind in CONTROLLED_KINDS:
-                pending = db.execute(
-                    "SELECT id, status FROM ledger_requests WHERE key = ?", (req.key,)
-                ).fetchone()
-                if pending is None:
-                    request_id = new_id("lrq")
-                    db.execute(
-                        "INSERT INTO ledger_requests (id, key, body, requested_by, requested_ms,"
-                        " status) VALUES (?,?,?,?,?, 'awaiting_second_approver')",
-                        (request_id, req.key, _movement_json(movement), worker.id, now),
-                    )
-                    return {"status": "awaiting_second_approver", "request_id": request_id}
-                return {"status": pending["status"], "request_id": pending["id"]}
-            transfer = self._record(db, worker, req, now)
+        req = self._request(db, worker, movement, approved_by=None)
+        if movement.amount > self.policy.second_approver_over and req.kind in CONTROLLED_KINDS:
+            pending = db.execute(
+                "SELECT id, status FROM ledger_requests WHERE key = ?", (req.key,)
+            ).fetchone()
+            if pending is None:
+                request_id = new_id("lrq")
+                db.execute(
+                    "INSERT INTO ledger_requests (id, key, body, requested_by, requested_ms,"
+                    " status) VALUES (?,?,?,?,?, 'awaiting_second_approver')",
+                    (request_id, req.key, _movement_json(movement), worker.id, now),
+                )
+                return {"status": "awaiting_second_approver", "request_id": request_id}
+            return {"status": pending["status"], "request_id": pending["id"]}
+        transfer = self._record(db, worker, req, now)
         return {"status": "recorded", "transfer": transfer_json(transfer)}
 
     def approve(self, approver: Person, request_id: str) -> dict[str, Any]:
@@ -302,10 +308,13 @@ class PointsService:
 
     # --- inside ---------------------------------------------------------------------------------
 
-    def _own_accounts(self, person: Person) -> frozenset[str]:
-        # Acting for a resident (proxy) arrives with the accounts issue (#7): then the accounts
-        # a worker acts for join this set.
-        return frozenset({f"mem:{person.id}"})
+    def _own_accounts(self, person: Person, acting_for: str | None = None) -> frozenset[str]:
+        """The person's own account, and the resident they act for in this request (a proxy
+        may not give points to the resident whose place they are taking)."""
+        own = {f"mem:{person.id}"}
+        if acting_for is not None:
+            own.add(f"mem:{acting_for}")
+        return frozenset(own)
 
     def _member_account(self, db: sqlite3.Connection, worker: Person, member: str) -> str:
         person = _person_in(db, member)
@@ -361,7 +370,7 @@ class PointsService:
         check_insider(
             req,
             policy=self.policy,
-            actor_accounts=self._own_accounts(actor),
+            actor_accounts=self._own_accounts(actor, req.on_behalf_of),
             issued_today_by_actor=int(issued),
             approver_accounts=self._own_accounts(approver) if approver else frozenset(),
         )
