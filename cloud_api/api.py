@@ -76,14 +76,16 @@ def devices(person: Staff, svc: ServicesDep) -> list[dict[str, object]]:
     """Every device of the caller's community: status, version, compartments."""
     rows = svc.store.read(
         "SELECT id, role, name, location, status, boot_id, software_version, status_ms,"
-        " last_seen_ms, cfg_version, cfg_reported FROM devices"
+        " last_seen_ms, cfg_version, cfg_applied_version, reported_through_ms, cfg_reported"
+        " FROM devices"
         " WHERE community_id = ? ORDER BY id",
         (person.community_id,),
     )
     result = []
     for r in rows:
         compartments = svc.store.read(
-            "SELECT name, size, latch, door, occupancy, needs_attention, epoch FROM compartments"
+            "SELECT name, size, latch, door, occupancy, needs_attention, attention, epoch,"
+            " state_ms FROM compartments"
             " WHERE device_id = ? ORDER BY name",
             (r["id"],),
         )
