@@ -632,42 +632,70 @@ class ItemService:
                     f"an item that is {item['status']} cannot be dropped off",
                     code="invalid_transition",
                 )
-            free = free_compartments(db, person.community_id, item["size"], device_id)
-            if not free:
-                raise Conflict(
-                    "no free compartment of a fitting size; try again later",
-                    code="no_free_compartment",
-                )
-            place = free[0]
-            move(
+            place, shown = self._into_free_compartment(
                 db,
+                person,
                 item,
-                "issue_dropoff",
-                cause="dropoff grant",
-                actor=person.id,
-                now_ms=now,
-                on_behalf_of=item["donor_id"] if person.role != "resident" else None,
-            )
-            db.execute(
-                "UPDATE items SET device_id = ?, compartment = ? WHERE id = ?",
-                (place["device_id"], place["name"], item_id),
-            )
-            grant_id = issue_grant(
-                db,
-                self.keys,
-                device_id=place["device_id"],
-                compartment=place["name"],
+                device_id,
+                action="issue_dropoff",
                 purpose="dropoff",
-                valid_from_ms=now,
-                valid_until_ms=now + self.policy.dropoff_valid_ms,
-                now_ms=now,
-                item_id=item_id,
-                person_id=item["donor_id"],
-                created_by=person.id,
+                holder=item["donor_id"],
+                valid_ms=self.policy.dropoff_valid_ms,
+                now=now,
             )
-            shown = grant_view(db, self.keys, grant_id, with_code=person.role == "resident")
         self._after({place["device_id"]})
         return shown
+
+    def _into_free_compartment(
+        self,
+        db: sqlite3.Connection,
+        person: Any,
+        item: sqlite3.Row,
+        device_id: str | None,
+        *,
+        action: str,
+        purpose: str,
+        holder: str,
+        valid_ms: int,
+        now: int,
+    ) -> tuple[sqlite3.Row, dict[str, Any]]:
+        """Keep the best free compartment of a fitting size for the item, move it by ``action``
+        and issue the holder's grant into it; return the place and the grant as shown."""
+        free = free_compartments(db, person.community_id, item["size"], device_id)
+        if not free:
+            raise Conflict(
+                "no free compartment of a fitting size; try again later",
+                code="no_free_compartment",
+            )
+        place = free[0]
+        proxy = holder if person.role != "resident" else None
+        move(
+            db,
+            item,
+            action,
+            cause=f"{purpose} grant",
+            actor=person.id,
+            now_ms=now,
+            on_behalf_of=proxy,
+        )
+        db.execute(
+            "UPDATE items SET device_id = ?, compartment = ? WHERE id = ?",
+            (place["device_id"], place["name"], item["id"]),
+        )
+        grant_id = issue_grant(
+            db,
+            self.keys,
+            device_id=place["device_id"],
+            compartment=place["name"],
+            purpose=purpose,
+            valid_from_ms=now,
+            valid_until_ms=now + valid_ms,
+            now_ms=now,
+            item_id=item["id"],
+            person_id=holder,
+            created_by=person.id,
+        )
+        return place, grant_view(db, self.keys, grant_id, with_code=person.role == "resident")
 
     def withdraw(self, person: Any, item_id: str, reason: str) -> dict[str, Any]:
         """The donor (or a worker) withdraws a proposal or a drop-off not made yet."""
@@ -824,32 +852,17 @@ class ItemService:
                     f"an item that is {item['status']} cannot be returned",
                     code="invalid_transition",
                 )
-            free = free_compartments(db, person.community_id, item["size"], device_id)
-            if not free:
-                raise Conflict(
-                    "no free compartment of a fitting size; try again later",
-                    code="no_free_compartment",
-                )
-            place = free[0]
-            move(db, item, "request_return", cause="return grant", actor=person.id, now_ms=now)
-            db.execute(
-                "UPDATE items SET device_id = ?, compartment = ? WHERE id = ?",
-                (place["device_id"], place["name"], item_id),
-            )
-            grant_id = issue_grant(
+            place, shown = self._into_free_compartment(
                 db,
-                self.keys,
-                device_id=place["device_id"],
-                compartment=place["name"],
+                person,
+                item,
+                device_id,
+                action="request_return",
                 purpose="return",
-                valid_from_ms=now,
-                valid_until_ms=now + self.policy.return_valid_ms,
-                now_ms=now,
-                item_id=item_id,
-                person_id=item["reserved_by"],
-                created_by=person.id,
+                holder=item["reserved_by"],
+                valid_ms=self.policy.return_valid_ms,
+                now=now,
             )
-            shown = grant_view(db, self.keys, grant_id, with_code=person.role == "resident")
         self._after({place["device_id"]})
         return shown
 
