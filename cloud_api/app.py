@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud_api.accounts.router import router as accounts_router
@@ -25,6 +26,8 @@ from cloud_api.items.router import router as items_router
 from cloud_api.items.service import ItemService
 from cloud_api.keys import load_or_create_keys
 from cloud_api.mqtt_bridge import CloudBridge
+from cloud_api.pages.router import router as pages_router
+from cloud_api.pages.web import CsrfRefused, PageRedirect, language_of, redirect, render
 from cloud_api.points.router import router as points_router
 from cloud_api.points.service import PointsService
 from cloud_api.scheduler import Scheduler, domain_jobs
@@ -70,6 +73,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
             points=points,
             items=items,
             scheduler=scheduler,
+            data_dir=settings.data_dir,
         )
 
         def refresh_online() -> None:
@@ -105,6 +109,21 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
             else 422
         )
         return JSONResponse(error_body(exc.code, str(exc)), status_code=status)
+
+    @app.exception_handler(PageRedirect)
+    async def page_redirect(request: Request, exc: PageRedirect) -> Response:
+        return redirect(exc.location)
+
+    @app.exception_handler(CsrfRefused)
+    async def csrf_refused(request: Request, exc: CsrfRefused) -> Response:
+        # A form without its token: 403 and nothing changed.
+        return render(
+            request,
+            "error.html",
+            language_of(request),
+            status_code=403,
+            message_key="page.error.forbidden",
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -145,4 +164,6 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
     app.include_router(points_router)
     app.include_router(items_router)
     app.include_router(grants_router)
+    app.include_router(pages_router)
+    app.mount("/static", StaticFiles(packages=[("cloud_api.pages", "static")]), name="static")
     return app

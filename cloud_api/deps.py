@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -30,6 +31,7 @@ class Services:
     points: PointsService
     items: ItemService
     scheduler: Scheduler
+    data_dir: Path
 
 
 def services(request: Request) -> Services:

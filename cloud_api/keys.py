@@ -55,6 +55,12 @@ class CloudKeys:
         secret with its own label): a copy of the database alone cannot produce codes."""
         return hmac.new(self.code_secret, b"linli totp seal v1", "sha256").digest()
 
+    @property
+    def page_secret(self) -> bytes:
+        """The secret the resident pages derive their CSRF tokens from (HMAC of the code secret
+        with its own label)."""
+        return hmac.new(self.code_secret, b"linli pages csrf v1", "sha256").digest()
+
     def device_code_key(self, device_id: str) -> bytes:
         """The key a device hashes entered codes with."""
         return derive_device_code_key(self.code_secret, device_id)

@@ -399,6 +399,49 @@ MIGRATIONS: list[str] = [
         last_changed INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # 5: residents' pages and notifications (issue #8): a durable outbox of notifications (never
+    # a code, PIN or phone in it: a code is derived from its grant at send time), the channel a
+    # resident is reached on, and the record of each code a social worker read out by phone.
+    """
+    CREATE TABLE notifications (
+        id TEXT PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        person_id TEXT NOT NULL REFERENCES people(id),
+        kind TEXT NOT NULL,
+        params TEXT NOT NULL DEFAULT '{}',
+        is_urgent INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL CHECK (status IN ('queued', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        sent_ms INTEGER,
+        channel TEXT,
+        last_error TEXT
+    );
+    CREATE INDEX notifications_due ON notifications (status, next_attempt_ms);
+    ALTER TABLE resident_profiles ADD COLUMN notify_channel TEXT NOT NULL DEFAULT 'sms';
+    ALTER TABLE resident_profiles ADD COLUMN wechat_openid TEXT;
+    ALTER TABLE items ADD COLUMN photo TEXT;
+    CREATE TABLE uploads (
+        hash TEXT PRIMARY KEY,
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        uploaded_by TEXT NOT NULL REFERENCES people(id),
+        uploaded_ms INTEGER NOT NULL
+    );
+    CREATE TABLE code_readouts (
+        id TEXT PRIMARY KEY,
+        grant_id TEXT NOT NULL REFERENCES grants(id),
+        worker_id TEXT NOT NULL REFERENCES people(id),
+        person_id TEXT NOT NULL REFERENCES people(id),
+        reason TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    CREATE TRIGGER code_readouts_no_update BEFORE UPDATE ON code_readouts
+        BEGIN SELECT RAISE(ABORT, 'code readouts are immutable'); END;
+    CREATE TRIGGER code_readouts_no_delete BEFORE DELETE ON code_readouts
+        BEGIN SELECT RAISE(ABORT, 'code readouts are immutable'); END;
+    """,
 ]
 
 

@@ -18,6 +18,9 @@ from importlib import resources
 
 DEFAULT_LANGUAGE = "zh-CN"
 LANGUAGES = ("zh-CN", "en")
+PSEUDO = "x-pseudo"
+"""A test locale: every catalog text in English wrapped in ⟦…⟧, so a page rendered in it shows
+at once any text that did not come from the catalog (a hard-coded string)."""
 
 
 @cache
@@ -32,6 +35,8 @@ def catalog(language: str) -> dict[str, str]:
 
 def t(key: str, language: str = DEFAULT_LANGUAGE, **values: object) -> str:
     """Translate ``key``; fall back to the default language, then to the key itself."""
+    if language == PSEUDO:
+        return "⟦" + t(key, "en", **values) + "⟧"
     text = catalog(language if language in LANGUAGES else DEFAULT_LANGUAGE).get(key)
     if text is None:
         text = catalog(DEFAULT_LANGUAGE).get(key, key)
@@ -40,7 +45,7 @@ def t(key: str, language: str = DEFAULT_LANGUAGE, **values: object) -> str:
 
 def choose_language(explicit: str | None, accept_language: str | None) -> str:
     """Pick the language: an explicit supported choice first, then Accept-Language, then zh-CN."""
-    if explicit in LANGUAGES:
+    if explicit in LANGUAGES or explicit == PSEUDO:
         return explicit
     ranked: list[tuple[float, int, str]] = []
     for position, part in enumerate((accept_language or "").split(",")):

@@ -1,0 +1,1 @@
+"""Notifications to residents: a durable outbox, a notifier port, and its adapters."""
