@@ -127,7 +127,7 @@ def signin(
         return _signin(request, "page.signin.failed", 401)
     response = redirect("/app")
     set_cookie(response, SESSION_COOKIE, token, SESSION_MAX_AGE_S)
-    response.delete_cookie(CSRF_COOKIE, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response
 
 
@@ -150,7 +150,7 @@ def signout(request: Request, csrf: CsrfField = "") -> Response:
     check_csrf(request, token, csrf)
     _svc(request).accounts.sign_out(token)
     response = redirect("/signin")
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response
 
 
