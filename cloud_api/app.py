@@ -27,6 +27,7 @@ from cloud_api.items.service import ItemService
 from cloud_api.keys import load_or_create_keys
 from cloud_api.mqtt_bridge import CloudBridge
 from cloud_api.pages.router import router as pages_router
+from cloud_api.pages.staff import router as staff_pages_router
 from cloud_api.pages.web import CsrfRefused, PageRedirect, language_of, redirect, render
 from cloud_api.points.router import router as points_router
 from cloud_api.points.service import PointsService
@@ -165,5 +166,6 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
     app.include_router(items_router)
     app.include_router(grants_router)
     app.include_router(pages_router)
+    app.include_router(staff_pages_router)
     app.mount("/static", StaticFiles(packages=[("cloud_api.pages", "static")]), name="static")
     return app

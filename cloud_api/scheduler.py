@@ -19,6 +19,7 @@ from cloud_api.devices.service import DeviceService
 from cloud_api.items.service import Policy, transition
 from cloud_api.items.settlement import expire_grants, settle_unused_grants
 from cloud_api.keys import CloudKeys
+from cloud_api.notify.outbox import enqueue
 from cloud_api.store import Store
 from linli.clock import Clock
 
@@ -127,6 +128,15 @@ def domain_jobs(
                         now_ms=now,
                         policy=policy,
                     )
+                    if action == "loan_due" and item["reserved_by"] is not None:
+                        enqueue(
+                            db,
+                            person_id=item["reserved_by"],
+                            kind="loan_due",
+                            key=f"loan_due:{item['id']}:{item['due_ms']}",
+                            params={"item_id": item["id"], "due_ms": item["due_ms"]},
+                            now_ms=now,
+                        )
                     count += 1
         return count
 

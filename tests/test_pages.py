@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -316,3 +317,46 @@ def test_the_pseudo_locale_finds_no_hard_coded_text(site: CloudUnderTest, path: 
         if not re.fullmatch(r"[\s§·+\-0-9,:]*", rest):
             bare.append(line)
     assert not bare, f"hard-coded text on {path}: {bare}"
+
+
+# --- a social worker reads a code by phone ---------------------------------------------------------
+
+
+def test_a_social_worker_reads_a_code_by_phone_and_it_is_recorded(site: CloudUnderTest) -> None:
+    zhang = next(login for login in LOGINS if login.login == "zhang")
+    page = httpx.get(f"{site.url}/staff/signin")
+    token = csrf_of(page.text)
+    body = zhang.body(int(time.time() * 1000))
+    done = httpx.post(
+        f"{site.url}/staff/signin",
+        data={"login": "zhang", "password": zhang.secret, "totp": body["totp"], "csrf": token},
+        headers={"cookie": f"linli_csrf={token}"},
+    )
+    assert done.status_code == 303, done.text[:300]
+    session = cookie_named(done, "linli_session")["value"]
+    cookie = {"cookie": f"linli_session={session}"}
+    start = httpx.get(f"{site.url}/staff/read-code", headers=cookie)
+    form_token = csrf_of(start.text)
+    found = httpx.post(
+        f"{site.url}/staff/read-code/search", data={"q": "0001", "csrf": form_token}, headers=cookie
+    )
+    link = re.search(r'href="(/staff/residents/per_1/codes)"', found.text)
+    assert link, found.text[:1000]
+    codes = httpx.get(f"{site.url}{link.group(1)}", headers=cookie)
+    action = re.search(r'action="(/staff/codes/[^"]+/read)"', codes.text)
+    assert action and 'data-testid="code-digits"' not in codes.text  # digits only when read out
+    refused = httpx.post(f"{site.url}{action.group(1)}", data={"reason": "x"}, headers=cookie)
+    assert refused.status_code == 403
+    before = site.store.read("SELECT COUNT(*) FROM code_readouts")[0][0]
+    read = httpx.post(
+        f"{site.url}{action.group(1)}",
+        data={"reason": "Auntie Wang phoned; identity checked", "csrf": form_token},
+        headers=cookie,
+    )
+    assert read.status_code == 200
+    digits = re.search(r'data-testid="code-digits"><span class="data">(\d{4} \d{4})<', read.text)
+    assert digits
+    rows = site.store.read("SELECT worker_id, person_id, reason FROM code_readouts")
+    assert len(rows) == before + 1
+    assert tuple(rows[-1]) == ("per_3", "per_1", "Auntie Wang phoned; identity checked")
+    assert digits.group(1).replace(" ", "") not in action.group(1)

@@ -14,6 +14,7 @@ import sqlite3
 from cloud_api.core.items import IN_LOCKER
 from cloud_api.errors import Conflict, NotFound
 from cloud_api.keys import CloudKeys
+from cloud_api.notify.outbox import enqueue
 from linli.codes import derive_code, guard_hash, hash_code, phone_digits
 from linli.contract import CompartmentPolicy, ConfigBody, Grant, sign_body
 from linli.ids import new_id
@@ -80,6 +81,21 @@ def issue_grant(
             replaces_id,
         ),
     )
+    if person_id is not None and purpose in ("pickup", "return"):
+        # The resident may not be looking at a screen: the code goes out as a message too
+        # (derived at send time, never stored; cloud_api/notify/).
+        resident = db.execute(
+            "SELECT 1 FROM people WHERE id = ? AND role = 'resident'", (person_id,)
+        ).fetchone()
+        if resident is not None:
+            enqueue(
+                db,
+                person_id=person_id,
+                kind="new_code",
+                key=f"new_code:{grant_id}",
+                params={"grant_id": grant_id},
+                now_ms=now_ms,
+            )
     return grant_id
 
 

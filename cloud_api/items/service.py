@@ -25,6 +25,7 @@ from cloud_api.errors import Conflict, Forbidden, Invalid, NotFound
 from cloud_api.grants.service import code_of, end_grant, free_compartments, issue_grant
 from cloud_api.keys import CloudKeys
 from cloud_api.ledger import SqlLedger
+from cloud_api.notify.outbox import enqueue
 from cloud_api.points.service import Movement
 from linli.ids import new_id
 
@@ -748,6 +749,19 @@ class ItemService:
                     )
             db.execute("UPDATE items SET points = ? WHERE id = ?", (points, item_id))
             move(db, item, "approve", cause=f"approved: {reason}", actor=worker.id, now_ms=now)
+            enqueue(
+                db,
+                person_id=item["donor_id"],
+                kind="valuation_decision",
+                key=f"valuation_decision:{item_id}",
+                now_ms=now,
+                params={
+                    "item_id": item_id,
+                    "decision": "approved",
+                    "points": points,
+                    "reason": reason,
+                },
+            )
         return {"status": "listed", "credit": credit}
 
     def reject(self, worker: Any, item_id: str, reason: str) -> dict[str, Any]:
@@ -756,6 +770,14 @@ class ItemService:
         with self.store.write() as db:
             item = self._community_item(db, worker, item_id)
             move(db, item, "reject", cause=f"rejected: {reason}", actor=worker.id, now_ms=now)
+            enqueue(
+                db,
+                person_id=item["donor_id"],
+                kind="valuation_decision",
+                key=f"valuation_decision:{item_id}",
+                now_ms=now,
+                params={"item_id": item_id, "decision": "rejected", "points": 0, "reason": reason},
+            )
             rejected = item_row(db, item_id)
             assert rejected is not None
             grant_id = self._return_to_donor(db, worker, rejected, now, "issue_return_to_donor")
@@ -766,6 +788,14 @@ class ItemService:
         self, db: sqlite3.Connection, worker: Any, item: sqlite3.Row, now: int, action: str
     ) -> str:
         move(db, item, action, cause="return to donor", actor=worker.id, now_ms=now)
+        enqueue(
+            db,
+            person_id=item["donor_id"],
+            kind="item_to_collect",
+            key=f"item_to_collect:{item['id']}:{now}",
+            now_ms=now,
+            params={"item_id": item["id"]},
+        )
         return issue_grant(
             db,
             self.keys,

@@ -149,6 +149,7 @@ def render(
     *,
     status_code: int = 200,
     person: Person | None = None,
+    staff: Person | None = None,
     csrf: str = "",
     **context: Any,
 ) -> HTMLResponse:
@@ -166,6 +167,7 @@ def render(
         lang=language if language in LANGUAGES else "en",
         language=language,
         person=person,
+        staff=staff,
         csrf=csrf,
         path=request.url.path,
         time=lambda ms: local_time(ms, language),

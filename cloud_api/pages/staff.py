@@ -1,0 +1,186 @@
+"""The social worker's page to read a code to a resident by phone, each reading recorded.
+
+A resident who cannot see a screen phones the social worker; the worker signs in (password and
+TOTP), finds the resident, and reads out one live code. Each reading records the worker, the
+resident, the grant and the reason in the immutable ``code_readouts`` table. The code is shown in
+the answer to that post only, never in a URL and never in a log.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Path, Request
+from fastapi.responses import HTMLResponse, Response
+
+from cloud_api.accounts.service import Person
+from cloud_api.errors import CloudError, NotFound
+from cloud_api.items.service import grant_view
+from cloud_api.pages.web import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    SESSION_MAX_AGE_S,
+    PageRedirect,
+    check_csrf,
+    check_signin_csrf,
+    csrf_for,
+    language_of,
+    new_signin_csrf,
+    redirect,
+    render,
+    set_cookie,
+)
+from linli.ids import new_id
+
+router = APIRouter(include_in_schema=False)
+IdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+CsrfField = Annotated[str, Form(max_length=64)]
+
+
+def _worker(request: Request) -> tuple[Person, str]:
+    token = request.cookies.get(SESSION_COOKIE)
+    services = request.app.state.services
+    if not token:
+        raise PageRedirect("/staff/signin")
+    try:
+        person: Person = services.accounts.person_for(token, services.clock.now().wall_ms)
+    except CloudError:
+        raise PageRedirect("/staff/signin") from None
+    if person.role != "social_worker":
+        raise PageRedirect("/staff/signin")
+    return person, token
+
+
+def _page(request: Request, template: str, worker: Person, token: str, **context: Any) -> Response:
+    return render(
+        request,
+        template,
+        language_of(request, worker),
+        staff=worker,
+        csrf=csrf_for(request, token),
+        **context,
+    )
+
+
+@router.get("/staff/signin", response_class=HTMLResponse)
+def staff_signin_page(request: Request, problem: str | None = None) -> Response:
+    """Login, password and TOTP."""
+    token = new_signin_csrf()
+    response = render(request, "staff_signin.html", language_of(request), csrf=token, problem=None)
+    set_cookie(response, CSRF_COOKIE, token, 3600)
+    return response
+
+
+@router.post("/staff/signin")
+def staff_signin(
+    request: Request,
+    login: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=128)],
+    totp: Annotated[str, Form(max_length=8)],
+    csrf: CsrfField = "",
+) -> Response:
+    """Sign in a social worker (password and TOTP, throttled like every sign-in)."""
+    check_signin_csrf(request, csrf)
+    services = request.app.state.services
+    address = request.client.host if request.client else "unknown"
+    try:
+        token, person = services.accounts.sign_in(
+            login, password, services.clock.now().wall_ms, address=address, totp=totp
+        )
+    except CloudError:
+        person, token = None, None
+    if person is None or token is None or person.role != "social_worker":
+        if token is not None:
+            services.accounts.sign_out(token)
+        fresh = new_signin_csrf()
+        response = render(
+            request,
+            "staff_signin.html",
+            language_of(request),
+            csrf=fresh,
+            problem="page.staff.signin_failed",
+            status_code=401,
+        )
+        set_cookie(response, CSRF_COOKIE, fresh, 3600)
+        return response
+    response = redirect("/staff/read-code")
+    set_cookie(response, SESSION_COOKIE, token, SESSION_MAX_AGE_S)
+    return response
+
+
+@router.get("/staff/read-code", response_class=HTMLResponse)
+def read_code_page(request: Request) -> Response:
+    """Find the resident who phoned."""
+    worker, token = _worker(request)
+    return _page(request, "staff_read.html", worker, token, found=None, q="")
+
+
+@router.post("/staff/read-code/search", response_class=HTMLResponse)
+def read_code_search(
+    request: Request, q: Annotated[str, Form(max_length=64)] = "", csrf: CsrfField = ""
+) -> Response:
+    """Residents by name, unit or a phone's last four digits (in the body, never the URL)."""
+    worker, token = _worker(request)
+    check_csrf(request, token, csrf)
+    found, _total = request.app.state.services.accounts.search(worker, q, 0, 20)
+    return _page(request, "staff_read.html", worker, token, found=found, q=q)
+
+
+@router.get("/staff/residents/{person_id}/codes", response_class=HTMLResponse)
+def resident_codes(request: Request, person_id: IdPath) -> Response:
+    """The resident's live codes (without the digits)."""
+    worker, token = _worker(request)
+    services = request.app.state.services
+    profile = services.accounts.profile(worker, person_id)
+    with services.store.snapshot() as db:
+        ids = [
+            r["id"]
+            for r in db.execute(
+                "SELECT id FROM grants WHERE person_id = ? AND status = 'active'"
+                " AND valid_until_ms > ? ORDER BY valid_until_ms, id",
+                (person_id, services.clock.now().wall_ms),
+            )
+        ]
+        codes = [grant_view(db, services.keys, g, with_code=False) for g in ids]
+    return _page(
+        request, "staff_codes.html", worker, token, resident=profile, codes=codes, shown=None
+    )
+
+
+@router.post("/staff/codes/{grant_id}/read", response_class=HTMLResponse)
+def read_code(
+    request: Request,
+    grant_id: IdPath,
+    reason: Annotated[str, Form(min_length=1, max_length=200)],
+    csrf: CsrfField = "",
+) -> Response:
+    """Show one code to the worker and record that it was read out, by whom and why."""
+    worker, token = _worker(request)
+    check_csrf(request, token, csrf)
+    services = request.app.state.services
+    now = services.clock.now().wall_ms
+    with services.store.write() as db:
+        grant = db.execute(
+            "SELECT g.person_id, p.community_id FROM grants g JOIN people p ON p.id = g.person_id"
+            " WHERE g.id = ? AND g.status = 'active' AND g.valid_until_ms > ?",
+            (grant_id, now),
+        ).fetchone()
+        if grant is None or grant["community_id"] != worker.community_id:
+            raise NotFound("no such code")
+        db.execute(
+            "INSERT INTO code_readouts (id, grant_id, worker_id, person_id, reason, at_ms)"
+            " VALUES (?,?,?,?,?,?)",
+            (new_id("rdo"), grant_id, worker.id, grant["person_id"], reason, now),
+        )
+        shown = grant_view(db, services.keys, grant_id, with_code=True)
+    profile = services.accounts.profile(worker, grant["person_id"])
+    code = shown.pop("code")
+    return _page(
+        request,
+        "staff_codes.html",
+        worker,
+        token,
+        resident=profile,
+        codes=[shown],
+        shown={"grant_id": grant_id, "digits": f"{code[:4]} {code[4:]}", "at_ms": now},
+    )
