@@ -360,3 +360,18 @@ def test_a_social_worker_reads_a_code_by_phone_and_it_is_recorded(site: CloudUnd
     assert len(rows) == before + 1
     assert tuple(rows[-1]) == ("per_3", "per_1", "Auntie Wang phoned; identity checked")
     assert digits.group(1).replace(" ", "") not in action.group(1)
+
+
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+def test_no_page_leaves_a_placeholder_unfilled(site: CloudUnderTest, language: str) -> None:
+    session = sign_in(site)
+    home = get(site, "/app", session, language).text
+    code_page = re.findall(r'href="(/app/codes/[^"]+)"', home)[0]
+    for path in [*PAGES, code_page]:
+        html = get(site, path, session, language).text
+        assert not re.search(r"\{[a-z_]+\}", html), (
+            path,
+            re.findall(r".{30}\{[a-z_]+\}.{10}", html),
+        )
+    signin = httpx.get(f"{site.url}/signin", headers={"cookie": f"linli_lang={language}"}).text
+    assert not re.search(r"\{[a-z_]+\}", signin)

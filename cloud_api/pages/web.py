@@ -132,8 +132,10 @@ def local_time(wall_ms: int, language: str) -> str:
     return f"{moment.day} {_MONTHS_EN[moment.month - 1]} {moment:%H:%M}"
 
 
-def data(value: object) -> Markup:
+def data(value: object, testid: str | None = None) -> Markup:
     """A value from the store, marked as data (not catalog text) for the pseudo-locale test."""
+    if testid is not None:
+        return Markup('<span class="data" data-testid="{}">{}</span>').format(testid, value)
     return Markup('<span class="data">{}</span>').format(value)
 
 
