@@ -11,7 +11,7 @@ cloud``) serve every trial; the cloud is restarted only around its own crash poi
 
 Per trial, with a seeded ``random.Random``:
 
-- three in four trials arm a crash point: a label of ``linli.crash.LABELS`` (uniform) and
+- three in four trials arm a crash point: a label of ``linli.crash.STATION_LABELS`` (uniform) and
   ``N`` uniform in ``1..TYPICAL_HITS[label]`` (how often a two-pickup trial reaches it; an ``N``
   past the hits of that trial leaves it alive, counted as *not reached*);
 - one in four is a power cut at a random time: SIGKILL 0.1–1.6 s after the controller's first start
@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from crash_rig import COMPARTMENTS, RigCloud, TrialResult, TrialSpec, run_trial
 
-from linli.crash import LABELS
+from linli.crash import STATION_LABELS
 from station.broker import mosquitto_binary
 
 TYPICAL_HITS: dict[str, int] = {
@@ -88,7 +88,7 @@ def pick(index: int, rng: random.Random) -> TrialSpec:
     if rng.random() < RANDOM_SHARE:
         kill_after_s = round(rng.uniform(0.1, 1.6), 3)
     else:
-        label = rng.choice(sorted(LABELS))
+        label = rng.choice(sorted(STATION_LABELS))
         crash_at, name = f"{label}@{rng.randint(1, TYPICAL_HITS[label])}", f"t{index:04d}-{label}"
     return TrialSpec(
         name=name,
@@ -120,7 +120,7 @@ def report(results: list[TrialResult], rig_errors: list[str], elapsed_s: float, 
         if hit:
             reached[kind] += 1
             phases[kind][(r.crash_phase or "?").split()[0]] += 1
-    for kind in [*sorted(LABELS), RANDOM]:
+    for kind in [*sorted(STATION_LABELS), RANDOM]:
         where = ", ".join(f"{p} {n}" for p, n in phases[kind].most_common())
         print(f"  {kind:<20} armed {armed[kind]:>4}  reached {reached[kind]:>4}   {where}")
     deaths = sum(len(r.deaths) for r in results)

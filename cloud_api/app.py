@@ -26,6 +26,7 @@ from cloud_api.items.router import router as items_router
 from cloud_api.items.service import ItemService
 from cloud_api.keys import load_or_create_keys
 from cloud_api.mqtt_bridge import CloudBridge
+from cloud_api.notify.service import NotifyWorker, notify_jobs
 from cloud_api.pages.router import router as pages_router
 from cloud_api.pages.staff import router as staff_pages_router
 from cloud_api.pages.web import CsrfRefused, PageRedirect, language_of, redirect, render
@@ -85,11 +86,16 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
         bridge.every(0.25, devices.check_liveness)
         bridge.every(60, lambda: sign_due(store, keys, the_clock.now().wall_ms))
         bridge.every(settings.jobs_every_s, scheduler.run_due)
+        notify_worker = NotifyWorker(
+            Scheduler(store, the_clock, notify_jobs(store, keys, the_clock, settings)),
+            settings.jobs_every_s,
+        ).start()
         bridge.start(devices.handle)
         log.info("cloud %s serving from %s", __version__, settings.data_dir)
         try:
             yield
         finally:
+            notify_worker.stop()
             bridge.stop()
             store.close()
 

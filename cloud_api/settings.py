@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloud_api.core.notify import KINDS
 from cloud_api.items.service import Policy
 
 
@@ -23,7 +26,10 @@ class CloudSettings(BaseSettings):
         jobs_every_s: how often the scheduler looks for due jobs.
     """
 
-    model_config = SettingsConfigDict(env_prefix="LINLI_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LINLI_", extra="ignore", hide_input_in_errors=True
+    )
+    """``hide_input_in_errors``: a start-up error must not print the tokens and secrets it was given."""
 
     data_dir: Path = Path("./linli-data")
     host: str = "127.0.0.1"
@@ -48,3 +54,72 @@ class CloudSettings(BaseSettings):
             return_valid_ms=self.return_valid_s * 1000,
             staleness_ms=self.staleness_s * 1000,
         )
+
+    # --- notifications (issue #8; docs/decisions/0017-notifications.md) --------------------------
+    notify_channel: Literal["log", "sms", "wechat"] = "log"
+    """How residents are reached: ``log`` (the demo: ``<data_dir>/notifications.log.jsonl`` and
+    the log, for everyone), ``sms`` (everyone by SMS), ``wechat`` (residents who chose WeChat and
+    have an openid by template message, everyone else by SMS: needs the SMS settings too)."""
+    sms_url: str | None = None
+    """The SMS gateway's endpoint, POSTed ``{to, text, client_ref}`` as JSON (https, or http to
+    this machine)."""
+    sms_token: str | None = Field(default=None, repr=False)
+    """The gateway's bearer token."""
+    wechat_appid: str | None = None
+    wechat_secret: str | None = Field(default=None, repr=False)
+    wechat_base_url: str = "https://api.weixin.qq.com"
+    wechat_templates: dict[str, str] = Field(default_factory=dict)
+    """Template id by notification kind (every kind), e.g. ``{"new_code": "..."}``."""
+    quiet_start: str = Field(default="21:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    quiet_end: str = Field(default="07:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    """Quiet hours, local time (UTC+8): messages that are not urgent wait until they end."""
+
+    @model_validator(mode="after")
+    def _notify_channel_is_configured(self) -> CloudSettings:
+        """A configured channel missing its settings stops start-up (never a silent fallback)."""
+        problems: list[str] = []
+        if self.notify_channel in ("sms", "wechat"):
+            problems += _missing(self, "sms_url", "sms_token")
+            if self.sms_url:
+                problems += _insecure_url("LINLI_SMS_URL", self.sms_url)
+        if self.notify_channel == "wechat":
+            problems += _missing(self, "wechat_appid", "wechat_secret")
+            problems += _insecure_url("LINLI_WECHAT_BASE_URL", self.wechat_base_url)
+            absent = [kind for kind in KINDS if not self.wechat_templates.get(kind)]
+            if absent:
+                problems.append(
+                    f"LINLI_WECHAT_TEMPLATES lacks a template id for {', '.join(absent)}"
+                )
+        unknown = sorted(set(self.wechat_templates) - set(KINDS))
+        if unknown:
+            problems.append(f"LINLI_WECHAT_TEMPLATES names unknown kinds {', '.join(unknown)}")
+        if problems:
+            raise ValueError(
+                f"LINLI_NOTIFY_CHANNEL={self.notify_channel} is not configured: "
+                + "; ".join(problems)
+            )
+        return self
+
+
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "token", "xxx", "todo", "test"})
+
+
+def _missing(settings: CloudSettings, *names: str) -> list[str]:
+    problems = []
+    for name in names:
+        value = getattr(settings, name)
+        if not value:
+            problems.append(f"LINLI_{name.upper()} is not set")
+        elif value.strip().lower() in PLACEHOLDER_SECRETS:
+            problems.append(f"LINLI_{name.upper()} is a placeholder")
+    return problems
+
+
+def _insecure_url(name: str, url: str) -> list[str]:
+    """Phones and codes travel in these requests: https, or plain http to this machine only."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return []
+    if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        return []
+    return [f"{name} must be an https URL (http only to this machine)"]

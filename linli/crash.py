@@ -28,8 +28,17 @@ LABELS: dict[str, str] = {
     "ack.received": "a cloud acknowledgement arrived; the outbox not yet updated",
     "ack.applied": "the outbox applied a cloud acknowledgement",
     "cloud.event_stored": "the cloud committed a device event; its acknowledgement not yet sent",
+    "notify.queued": "a notification is committed to the outbox; not yet sent",
+    "notify.sent": "the notifier accepted a message; not yet marked sent",
 }
 """Every crash point, and the instant it stands for (docs/architecture.md, "Crash points")."""
+
+STATION_LABELS: frozenset[str] = frozenset(
+    label for label in LABELS if not label.startswith("notify.")
+)
+"""The crash points of a pickup through the station (controller, broker, cloud ingest), which the
+station crash rig arms (tests/crash_rig.py, bench/crash_trials.py); the ``notify.*`` points are
+the cloud's notification deliverer, tried in tests/test_notify.py."""
 
 
 def _parse(spec: str | None) -> tuple[str, int] | None:

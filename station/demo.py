@@ -85,7 +85,13 @@ def start_station(
     store.close()
 
     settings = CloudSettings(
-        data_dir=cloud_dir, host="127.0.0.1", port=http_port or free_port(), broker_url=address.url
+        data_dir=cloud_dir,
+        host="127.0.0.1",
+        port=http_port or free_port(),
+        broker_url=address.url,
+        # The demo shows its notifications (log channel) at once, whatever the hour.
+        quiet_start="00:00",
+        quiet_end="00:00",
     )
     cloud = CloudServer(settings).start()
     station = Station(data_dir, broker, address, cloud, seed, capture=recorder)

@@ -88,7 +88,7 @@ from typing import Any
 
 from hardware.capabilities import GPIO_CAPABILITIES, Capabilities
 from linli.broker import BrokerAddress
-from linli.crash import LABELS
+from linli.crash import STATION_LABELS
 from linli.identity import DeviceIdentity
 from locker_controller.core.model import (
     COOLDOWN_MS,
@@ -107,7 +107,7 @@ COMPARTMENTS: tuple[tuple[str, str], ...] = (("A1", "S"), ("A2", "M"), ("A3", "M
 """The rig's bank: four compartments, as the demo's lockers."""
 RESIDENT = "per_1"
 """Who reserves every item (the seeded Auntie Wang; the rig credits her the points first)."""
-CLOUD_LABELS = frozenset(label for label in LABELS if label.startswith("cloud."))
+CLOUD_LABELS = frozenset(label for label in STATION_LABELS if label.startswith("cloud."))
 """Crash points in the cloud's process; every other label is the controller's."""
 HUMAN_PAUSE_S = 2.0
 """The longest a resident waits between two steps for the controller to register the first."""

@@ -787,15 +787,8 @@ class ItemService:
     def _return_to_donor(
         self, db: sqlite3.Connection, worker: Any, item: sqlite3.Row, now: int, action: str
     ) -> str:
+        # The donor hears of it once: the new code's message says where to collect it.
         move(db, item, action, cause="return to donor", actor=worker.id, now_ms=now)
-        enqueue(
-            db,
-            person_id=item["donor_id"],
-            kind="item_to_collect",
-            key=f"item_to_collect:{item['id']}:{now}",
-            now_ms=now,
-            params={"item_id": item["id"]},
-        )
         return issue_grant(
             db,
             self.keys,
