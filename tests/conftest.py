@@ -24,7 +24,7 @@ from station.broker import BrokerInfo, free_port
 from station.cloud_server import CloudServer
 from station.locker import SimulatedLocker, start_simulated_locker
 
-pytest_plugins = ["broker_fixtures", "canary_plugin"]
+pytest_plugins = ["broker_fixtures", "browser_fixtures", "canary_plugin"]
 
 
 def require_system(what: str) -> None:

@@ -125,6 +125,9 @@ def signin(
     if person.role != "resident":
         svc.accounts.sign_out(token)
         return _signin(request, "page.signin.failed", 401)
+    chosen = request.cookies.get(LANG_COOKIE)
+    if chosen in LANGUAGES and chosen != person.language:
+        svc.accounts.set_language(person, chosen)  # chosen before signing in: keep it
     response = redirect("/app")
     set_cookie(response, SESSION_COOKIE, token, SESSION_MAX_AGE_S)
     response.delete_cookie(CSRF_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
@@ -407,8 +410,8 @@ def history(request: Request) -> Response:
         }
     movements = []
     for r in rows:
-        if r["phase"] == "void":
-            continue  # a released hold is shown on the hold itself
+        if r["phase"] in ("void", "post"):
+            continue  # a hold is shown once, on the hold itself: held, collected or released
         item_id = _item_of(r["refs"])
         sign = 1 if r["credit_account"] == account else -1
         movements.append(
