@@ -126,6 +126,8 @@ def describe(station: Station) -> str:
     lines = [
         "Linli demo (邻里演示系统) is running.",
         f"  HTTP (cloud API):  {station.cloud.url}   (API docs: {station.cloud.url}/docs)",
+        f"  Resident pages:    {station.cloud.url}/signin   (phone + PIN below; 中文 / English)",
+        f"  Read a code out:   {station.cloud.url}/staff/signin   (social worker + TOTP)",
         f"  MQTT broker:       {station.broker_address.url}   ({broker_note})",
         f"  Data directory:    {station.data_dir}",
         "  Simulated:         locker-a on GPIO (gpiozero MockFactory), locker-b on a Kerong KR-CU16",
