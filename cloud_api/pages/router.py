@@ -30,11 +30,11 @@ from cloud_api.pages.web import (
     check_signin_csrf,
     csrf_for,
     language_of,
-    new_signin_csrf,
     redirect,
     render,
     set_cookie,
     signed_in_resident,
+    signin_form,
 )
 from linli.i18n import LANGUAGES, PSEUDO
 
@@ -92,17 +92,7 @@ def signin_page(request: Request) -> Response:
 
 
 def _signin(request: Request, problem: str | None, status_code: int = 200) -> Response:
-    token = new_signin_csrf()
-    response = render(
-        request,
-        "signin.html",
-        language_of(request),
-        csrf=token,
-        problem=problem,
-        status_code=status_code,
-    )
-    set_cookie(response, CSRF_COOKIE, token, 3600)
-    return response
+    return signin_form(request, "signin.html", problem, status_code)
 
 
 @router.post("/signin")

@@ -17,18 +17,17 @@ from cloud_api.accounts.service import Person
 from cloud_api.errors import CloudError, NotFound
 from cloud_api.items.service import grant_view
 from cloud_api.pages.web import (
-    CSRF_COOKIE,
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
-    PageRedirect,
     check_csrf,
     check_signin_csrf,
     csrf_for,
     language_of,
-    new_signin_csrf,
     redirect,
     render,
     set_cookie,
+    signed_in,
+    signin_form,
 )
 from linli.ids import new_id
 
@@ -38,17 +37,7 @@ CsrfField = Annotated[str, Form(max_length=64)]
 
 
 def _worker(request: Request) -> tuple[Person, str]:
-    token = request.cookies.get(SESSION_COOKIE)
-    services = request.app.state.services
-    if not token:
-        raise PageRedirect("/staff/signin")
-    try:
-        person: Person = services.accounts.person_for(token, services.clock.now().wall_ms)
-    except CloudError:
-        raise PageRedirect("/staff/signin") from None
-    if person.role != "social_worker":
-        raise PageRedirect("/staff/signin")
-    return person, token
+    return signed_in(request, "social_worker", "/staff/signin")
 
 
 def _page(request: Request, template: str, worker: Person, token: str, **context: Any) -> Response:
@@ -63,12 +52,9 @@ def _page(request: Request, template: str, worker: Person, token: str, **context
 
 
 @router.get("/staff/signin", response_class=HTMLResponse)
-def staff_signin_page(request: Request, problem: str | None = None) -> Response:
+def staff_signin_page(request: Request) -> Response:
     """Login, password and TOTP."""
-    token = new_signin_csrf()
-    response = render(request, "staff_signin.html", language_of(request), csrf=token, problem=None)
-    set_cookie(response, CSRF_COOKIE, token, 3600)
-    return response
+    return signin_form(request, "staff_signin.html")
 
 
 @router.post("/staff/signin")
@@ -92,17 +78,7 @@ def staff_signin(
     if person is None or token is None or person.role != "social_worker":
         if token is not None:
             services.accounts.sign_out(token)
-        fresh = new_signin_csrf()
-        response = render(
-            request,
-            "staff_signin.html",
-            language_of(request),
-            csrf=fresh,
-            problem="page.staff.signin_failed",
-            status_code=401,
-        )
-        set_cookie(response, CSRF_COOKIE, fresh, 3600)
-        return response
+        return signin_form(request, "staff_signin.html", "page.staff.signin_failed", 401)
     response = redirect("/staff/read-code")
     set_cookie(response, SESSION_COOKIE, token, SESSION_MAX_AGE_S)
     return response

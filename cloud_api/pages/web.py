@@ -78,19 +78,42 @@ def language_of(request: Request, person: Person | None = None) -> str:
     return choose_language(explicit, request.headers.get("accept-language"))
 
 
-def signed_in_resident(request: Request) -> tuple[Person, str]:
-    """The resident behind the session cookie and the cookie's token, or a redirect to sign in."""
+def signed_in(request: Request, role: str, signin_path: str) -> tuple[Person, str]:
+    """The person of ``role`` behind the session cookie and the cookie's token, or a redirect
+    to ``signin_path``."""
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
-        raise PageRedirect("/signin")
+        raise PageRedirect(signin_path)
     services = request.app.state.services
     try:
         person: Person = services.accounts.person_for(token, services.clock.now().wall_ms)
     except NotAuthenticated:
-        raise PageRedirect("/signin") from None
-    if person.role != "resident":
-        raise PageRedirect("/signin")
+        raise PageRedirect(signin_path) from None
+    if person.role != role:
+        raise PageRedirect(signin_path)
     return person, token
+
+
+def signed_in_resident(request: Request) -> tuple[Person, str]:
+    """The resident behind the session cookie, or a redirect to sign in."""
+    return signed_in(request, "resident", "/signin")
+
+
+def signin_form(
+    request: Request, template: str, problem: str | None = None, status_code: int = 200
+) -> HTMLResponse:
+    """A sign-in page with a fresh double-submit CSRF token (in the form and its cookie)."""
+    token = new_signin_csrf()
+    response = render(
+        request,
+        template,
+        language_of(request),
+        csrf=token,
+        problem=problem,
+        status_code=status_code,
+    )
+    set_cookie(response, CSRF_COOKIE, token, 3600)
+    return response
 
 
 def csrf_for(request: Request, token: str) -> str:
