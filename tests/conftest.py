@@ -8,6 +8,7 @@ free port, real SQLite and TinyDB files, gpiozero's MockFactory with the physics
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -57,6 +58,9 @@ class CloudUnderTest:
         self.keys = load_or_create_keys(data_dir / "secrets")
         self.seed: DemoSeed = seed_demo(store, self.keys, SystemClock().now().wall_ms)
         store.close()
+        # No quiet hours: a notification is delivered at once, whatever the hour the suite runs,
+        # so no test sees it delivered later in the middle of a "nothing changed" check.
+        overrides = {"quiet_start": "00:00", "quiet_end": "00:00", **overrides}
         settings = CloudSettings(
             data_dir=data_dir,
             host="127.0.0.1",
@@ -66,6 +70,27 @@ class CloudUnderTest:
         )
         self.server = CloudServer(settings).start()
         self.url = self.server.url
+        self.wait_for_notifications()
+
+    def wait_for_notifications(self, timeout_s: float = 15.0) -> None:
+        """Until the notification thread has handled every message due (the seed queues one),
+        and recorded its run: the store is then quiet until the next request."""
+        deadline = time.monotonic() + timeout_s
+
+        def busy() -> bool:
+            due = self.store.read_one(
+                "SELECT 1 FROM notifications WHERE status = 'queued' AND next_attempt_ms <= ?",
+                (SystemClock().now().wall_ms,),
+            )
+            handled = self.store.read_one(
+                "SELECT COUNT(*) FROM notifications WHERE status != 'queued'"
+            )
+            recorded = self.store.read_one("SELECT 1 FROM job_runs WHERE name = 'notify_deliver'")
+            return due is not None or (handled[0] > 0 and recorded is None)  # type: ignore[index]
+
+        while busy():
+            assert time.monotonic() < deadline, "the notification thread did not deliver"
+            time.sleep(0.02)
 
     @property
     def store(self) -> Store:
