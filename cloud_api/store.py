@@ -442,6 +442,95 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER code_readouts_no_delete BEFORE DELETE ON code_readouts
         BEGIN SELECT RAISE(ABORT, 'code readouts are immutable'); END;
     """,
+    # v6 (issue #9): valuation terminals speak HTTP with their own token; proposals with the
+    # policy text and demand snapshot they were computed under; decisions kept as calibration
+    # data; time and skills contributions.
+    """
+    ALTER TABLE devices ADD COLUMN http_token_hash TEXT;
+    CREATE TABLE valuation_policies (
+        version TEXT PRIMARY KEY,
+        text TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TRIGGER valuation_policies_no_update BEFORE UPDATE ON valuation_policies
+        BEGIN SELECT RAISE(ABORT, 'valuation policies are immutable'); END;
+    CREATE TRIGGER valuation_policies_no_delete BEFORE DELETE ON valuation_policies
+        BEGIN SELECT RAISE(ABORT, 'valuation policies are immutable'); END;
+    CREATE TABLE demand_snapshots (
+        id TEXT PRIMARY KEY,
+        community_id TEXT NOT NULL REFERENCES communities(id),
+        week TEXT NOT NULL,
+        factors TEXT NOT NULL,
+        counts TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        UNIQUE (community_id, week)
+    );
+    CREATE TRIGGER demand_snapshots_no_update BEFORE UPDATE ON demand_snapshots
+        BEGIN SELECT RAISE(ABORT, 'demand snapshots are immutable'); END;
+    CREATE TRIGGER demand_snapshots_no_delete BEFORE DELETE ON demand_snapshots
+        BEGIN SELECT RAISE(ABORT, 'demand snapshots are immutable'); END;
+    CREATE TABLE valuations (
+        item_id TEXT PRIMARY KEY REFERENCES items(id),
+        proposal_key TEXT NOT NULL UNIQUE,
+        request_hash TEXT NOT NULL,
+        terminal_id TEXT REFERENCES devices(id),
+        policy_version TEXT NOT NULL REFERENCES valuation_policies(version),
+        inputs TEXT NOT NULL,
+        proposal TEXT NOT NULL,
+        points INTEGER CHECK (points IS NULL OR points >= 0),
+        confidence REAL NOT NULL,
+        abstained TEXT,
+        photos TEXT NOT NULL DEFAULT '[]',
+        weight_mg INTEGER,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TRIGGER valuations_no_update BEFORE UPDATE ON valuations
+        BEGIN SELECT RAISE(ABORT, 'valuations are immutable'); END;
+    CREATE TRIGGER valuations_no_delete BEFORE DELETE ON valuations
+        BEGIN SELECT RAISE(ABORT, 'valuations are immutable'); END;
+    CREATE TABLE valuation_decisions (
+        item_id TEXT PRIMARY KEY REFERENCES items(id),
+        decision TEXT NOT NULL CHECK (decision IN ('approve', 'adjust', 'reject')),
+        points INTEGER NOT NULL CHECK (points >= 0),
+        proposed INTEGER,
+        category TEXT NOT NULL,
+        decided_by TEXT NOT NULL REFERENCES people(id),
+        automatic INTEGER NOT NULL DEFAULT 0,
+        reason TEXT NOT NULL,
+        decided_ms INTEGER NOT NULL
+    );
+    CREATE INDEX valuation_decisions_by_category ON valuation_decisions (category, decided_ms);
+    CREATE TRIGGER valuation_decisions_no_update BEFORE UPDATE ON valuation_decisions
+        BEGIN SELECT RAISE(ABORT, 'valuation decisions are immutable'); END;
+    CREATE TRIGGER valuation_decisions_no_delete BEFORE DELETE ON valuation_decisions
+        BEGIN SELECT RAISE(ABORT, 'valuation decisions are immutable'); END;
+    CREATE TABLE contributions (
+        id TEXT PRIMARY KEY,
+        community_id TEXT NOT NULL REFERENCES communities(id),
+        kind TEXT NOT NULL CHECK (kind IN ('time', 'skill')),
+        provider_id TEXT NOT NULL REFERENCES people(id),
+        beneficiary_id TEXT REFERENCES people(id),
+        description TEXT NOT NULL,
+        hours REAL NOT NULL CHECK (hours > 0),
+        inputs TEXT NOT NULL,
+        points INTEGER NOT NULL CHECK (points >= 0),
+        breakdown TEXT NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('proposed', 'confirmed', 'approved', 'rejected', 'withdrawn')),
+        provider_confirmed_ms INTEGER,
+        beneficiary_confirmed_ms INTEGER,
+        beneficiary_confirmed_by TEXT REFERENCES people(id),
+        decided_by TEXT REFERENCES people(id),
+        decided_ms INTEGER,
+        reason TEXT,
+        created_by TEXT NOT NULL REFERENCES people(id),
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE INDEX contributions_by_status ON contributions (community_id, status);
+    """,
 ]
 
 

@@ -141,6 +141,8 @@ class AccountState:
 FLOWS: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
         "valuation_credit": (ISSUANCE, MEMBER),
+        "time_credit": (ISSUANCE, MEMBER),  # hours given, confirmed by both parties
+        "skill_credit": (ISSUANCE, MEMBER),  # a skill used for a neighbour
         "subsidy_grant": (SUBSIDY_POOL, MEMBER),
         "subsidy_funding": (ISSUANCE, SUBSIDY_POOL),
         "redemption": (MEMBER, REDEMPTION),  # usually a hold, posted at pickup
@@ -155,9 +157,11 @@ REVERSAL = "reversal"
 """The kind of a reversal: the original's accounts swapped (made by :func:`plan_reversal`)."""
 KINDS: tuple[str, ...] = (*FLOWS, REVERSAL)
 
-ISSUING_KINDS = frozenset({"valuation_credit", "subsidy_grant", "refund"})
+ISSUING_KINDS = frozenset(
+    {"valuation_credit", "time_credit", "skill_credit", "subsidy_grant", "refund"}
+)
 """Kinds that put points into a member account on someone's decision (insider-controlled)."""
-CAPPED_KINDS = frozenset({"valuation_credit", "subsidy_grant"})
+CAPPED_KINDS = frozenset({"valuation_credit", "time_credit", "skill_credit", "subsidy_grant"})
 """Kinds that count against an actor's daily issuance cap."""
 CONTROLLED_KINDS = ISSUING_KINDS | {"subsidy_funding"}
 """Kinds :func:`check_insider` looks at; all others only take points from members."""
