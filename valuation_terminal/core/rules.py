@@ -7,13 +7,16 @@ the policy text of its version, and must come out equal.
 
 The rule (every parameter is policy, see ``valuation_terminal/policy/default.toml``)::
 
-    raw    = reference_c × depreciation_c(age) × condition(grade) × demand_c      (per item)
-    raw    = weight_kg × 1 × 1 × demand_c × per_kg_rate_c                          (bulk)
+    raw    = reference_c × depreciation_c(age) × condition(grade) × demand_c × correction_c
+    raw    = weight_kg × 1 × 1 × demand_c × per_kg_rate_c × correction_c           (bulk)
     points = round_to(step, clamp(min_c, max_c, raw))
     points = min(points, floor_to(step, purchase_price × purchase_cap))   (price declared)
 
 - ``depreciation_c(age) = max(floor_c, 1 - depreciation_per_year_c × age_months / 12)``.
 - ``demand_c`` is the weekly snapshot's factor clamped to ``[demand_min, demand_max]``.
+- ``correction_c`` is learned from social workers' past decisions in the category
+  (:mod:`valuation_terminal.core.learning`): bounded, shown as its own factor, and absent (the
+  rule's own output) when switched off or when no correction is given.
 - Bulk categories (those with a ``per_kg_rate``) are priced by weight only: depreciation and
   condition are recorded with the value 1 and the reason "bulk".
 - Condition ``below`` is *not* an abstention: the item is accepted for recycling only and the
@@ -43,6 +46,7 @@ __all__ = [
     "CONDITION_GRADES",
     "MULTIPLIER_FACTORS",
     "Category",
+    "Correction",
     "Demand",
     "Factor",
     "Inputs",
@@ -67,7 +71,7 @@ ABSTENTION_REASONS: tuple[str, ...] = (
 """Reason codes of an abstention, in the order they are checked (the first that holds wins)."""
 
 MULTIPLIER_FACTORS: frozenset[str] = frozenset(
-    {"reference", "depreciation", "condition", "demand", "bulk_rate"}
+    {"reference", "depreciation", "condition", "demand", "bulk_rate", "correction"}
 )
 """The factors whose product is the value before clamp and rounding."""
 
@@ -166,6 +170,25 @@ class Demand:
 
 
 @dataclass(frozen=True)
+class Correction:
+    """The category's learned correction: a factor and how many decisions it comes from."""
+
+    factor: float
+    decisions: int
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.factor) and self.factor > 0) or self.decisions < 0:
+            raise ValueError(f"invalid correction {self.factor!r} from {self.decisions!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"factor": self.factor, "decisions": self.decisions}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Correction:
+        return cls(float(data["factor"]), int(data["decisions"]))
+
+
+@dataclass(frozen=True)
 class Inputs:
     """What the terminal measured and the resident declared.
 
@@ -180,6 +203,7 @@ class Inputs:
         photo_count: Photos taken (0 abstains).
         demand: The category's weekly demand snapshot.
         purchase_price_yuan: Declared purchase price, if any.
+        correction: The category's learned correction, or ``None`` (switched off).
     """
 
     category: str
@@ -189,6 +213,7 @@ class Inputs:
     photo_count: int
     demand: Demand
     purchase_price_yuan: float | None = None
+    correction: Correction | None = None
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITION_GRADES:
@@ -205,11 +230,13 @@ class Inputs:
             "photo_count": self.photo_count,
             "demand": self.demand.to_json(),
             "purchase_price_yuan": self.purchase_price_yuan,
+            "correction": None if self.correction is None else self.correction.to_json(),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Inputs:
         price = data.get("purchase_price_yuan")
+        correction = data.get("correction")
         return cls(
             category=str(data["category"]),
             condition=str(data["condition"]),
@@ -218,6 +245,7 @@ class Inputs:
             photo_count=int(data["photo_count"]),
             demand=Demand.from_json(data["demand"]),
             purchase_price_yuan=None if price is None else float(price),
+            correction=None if correction is None else Correction.from_json(correction),
         )
 
 
@@ -400,6 +428,14 @@ def value(policy: Policy, inputs: Inputs) -> Proposal:
             )
         )
         factors.append(Factor("demand", demand, demand_reason))
+    if inputs.correction is not None:
+        factors.append(
+            Factor(
+                "correction",
+                inputs.correction.factor,
+                f"learned from {inputs.correction.decisions} decisions in {inputs.category}",
+            )
+        )
 
     raw = math.prod(f.value for f in factors)
     if is_recycling:
