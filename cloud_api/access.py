@@ -13,6 +13,8 @@ Scopes:
     own: objects named in the path must belong to the calling resident; staff of the object's
         community may also reach them where their role is admitted.
     community: objects of the caller's community.
+    device: a device speaking for itself with its own token (the valuation terminal's
+        ``Authorization: Terminal <device_id>:<token>``); a person's session is refused (403).
 
 Example:
     >>> @router.get("/items/{item_id}")
@@ -32,7 +34,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from cloud_api.accounts.service import Person
 from cloud_api.errors import Forbidden, NotAuthenticated
 
-Scope = Literal["public", "self", "own", "community"]
+Scope = Literal["public", "self", "own", "community", "device"]
 ROLES = ("resident", "social_worker", "maintainer")
 STAFF = ("social_worker", "maintainer")
 
@@ -73,6 +75,24 @@ def allow(*roles: str, scope: Scope) -> Any:
         return person
 
     check.access = Access(admitted, scope)  # type: ignore[attr-defined]
+    return Depends(check)
+
+
+def terminal_device() -> Any:
+    """A dependency admitting an enrolled valuation terminal (returns its ``Terminal``)."""
+
+    def check(request: Request) -> Any:
+        header = request.headers.get("authorization", "")
+        scheme, _, credentials = header.partition(" ")
+        services = request.app.state.services
+        if scheme.lower() == "terminal":
+            return services.terminal.authenticate(credentials.strip())
+        if scheme.lower() == "bearer" and credentials:
+            _signed_in(request, credentials.strip())  # 401 for a wrong session
+            raise Forbidden("only a valuation terminal may do this")
+        raise NotAuthenticated("a valuation terminal's token is needed")
+
+    check.access = Access(frozenset({"terminal"}), "device")  # type: ignore[attr-defined]
     return Depends(check)
 
 

@@ -32,10 +32,14 @@ from cloud_api.pages.staff import router as staff_pages_router
 from cloud_api.pages.web import CsrfRefused, PageRedirect, language_of, redirect, render
 from cloud_api.points.router import router as points_router
 from cloud_api.points.service import PointsService
-from cloud_api.scheduler import Scheduler, domain_jobs
+from cloud_api.scheduler import Job, Scheduler, domain_jobs
 from cloud_api.settings import CloudSettings
 from cloud_api.store import Store
+from cloud_api.terminal.router import router as terminal_router
+from cloud_api.terminal.service import TerminalService
 from cloud_api.transparency import sign_due
+from cloud_api.valuations.router import router as valuations_router
+from cloud_api.valuations.service import ValuationService
 from linli import __version__
 from linli.broker import BrokerAddress
 from linli.clock import Clock, SystemClock
@@ -61,19 +65,30 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
         devices = DeviceService(store, keys, bridge, the_clock, policy)
         points = PointsService(store, keys, the_clock)
         items = ItemService(store, keys, the_clock, devices.publish_config, points, policy)
+        accounts = AccountService(store, keys)
+        valuations = ValuationService(store, the_clock, items, settings)
+        valuations.ensure_default_policy()
+        terminal = TerminalService(
+            store, keys, the_clock, accounts, items, valuations, devices, settings.data_dir
+        )
         scheduler = Scheduler(
             store,
             the_clock,
-            domain_jobs(store, keys, devices, policy, period_s=settings.jobs_every_s),
+            [
+                *domain_jobs(store, keys, devices, policy, period_s=settings.jobs_every_s),
+                Job("auto_approve", settings.jobs_every_s, valuations.auto_approve),
+            ],
         )
         app.state.services = Services(
             store=store,
             keys=keys,
             clock=the_clock,
-            accounts=AccountService(store, keys),
+            accounts=accounts,
             devices=devices,
             points=points,
             items=items,
+            valuations=valuations,
+            terminal=terminal,
             scheduler=scheduler,
             data_dir=settings.data_dir,
         )
@@ -171,6 +186,8 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
     app.include_router(points_router)
     app.include_router(items_router)
     app.include_router(grants_router)
+    app.include_router(valuations_router)
+    app.include_router(terminal_router)
     app.include_router(pages_router)
     app.include_router(staff_pages_router)
     app.mount("/static", StaticFiles(packages=[("cloud_api.pages", "static")]), name="static")

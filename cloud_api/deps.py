@@ -16,6 +16,8 @@ from cloud_api.keys import CloudKeys
 from cloud_api.points.service import PointsService
 from cloud_api.scheduler import Scheduler
 from cloud_api.store import Store
+from cloud_api.terminal.service import TerminalService
+from cloud_api.valuations.service import ValuationService
 from linli.clock import Clock
 
 
@@ -30,6 +32,8 @@ class Services:
     devices: DeviceService
     points: PointsService
     items: ItemService
+    valuations: ValuationService
+    terminal: TerminalService
     scheduler: Scheduler
     data_dir: Path
 

@@ -19,7 +19,7 @@ from cloud_api.accounts.service import (
     seal_totp_secret,
 )
 from cloud_api.core.totp import step_of, totp_at
-from cloud_api.devices.enrol import enrol_device
+from cloud_api.devices.enrol import enrol_device, issue_terminal_token
 from cloud_api.items.service import reserve
 from cloud_api.keys import CloudKeys
 from cloud_api.store import Store
@@ -65,6 +65,10 @@ class DemoSeed:
     reserved_locker: str
     reserved_compartment: str
     items_in_lockers: dict[str, set[str]]
+    terminal_id: str = ""
+    terminal_identity: DeviceIdentity | None = None
+    terminal_token: str = field(default="", repr=False)
+    """The valuation terminal's HTTP token, new at every seeding (the previous one stops)."""
 
 
 LOGINS = (
@@ -113,6 +117,7 @@ LOCKERS = {
     "locker-b": ("2号柜 Locker B", "阳光花园 活动中心 · Community centre"),
 }
 COMPARTMENTS = [("A1", "S"), ("A2", "M"), ("A3", "M"), ("A4", "L")]
+TERMINAL = ("terminal-1", "估价终端 Valuation terminal", "阳光花园 活动中心 · Community centre")
 ITEMS = [
     # id, title, category, points, locker, compartment
     ("itm_kettle", "电热水壶 Electric kettle", "appliance", 12, "locker-a", "A2"),
@@ -143,6 +148,16 @@ def seed_demo(store: Store, keys: CloudKeys, now_ms: int) -> DemoSeed:
     }
     if not existing:
         _seed_items(store, keys, now_ms)
+    terminal_id, terminal_name, terminal_location = TERMINAL
+    terminal_identity = enrol_device(
+        store,
+        keys,
+        community_id=COMMUNITY,
+        device_id=terminal_id,
+        role="terminal",
+        name=terminal_name,
+        location=terminal_location,
+    )
     in_lockers: dict[str, set[str]] = {d: set() for d in LOCKERS}
     for row in store.read(
         "SELECT device_id, compartment FROM items WHERE status IN ('listed', 'reserved', 'collecting')"
@@ -156,6 +171,9 @@ def seed_demo(store: Store, keys: CloudKeys, now_ms: int) -> DemoSeed:
         reserved_locker="locker-a",
         reserved_compartment="A2",
         items_in_lockers=in_lockers,
+        terminal_id=terminal_id,
+        terminal_identity=terminal_identity,
+        terminal_token=issue_terminal_token(store, terminal_id),
     )
 
 

@@ -46,6 +46,15 @@ class CloudSettings(BaseSettings):
     cancelled grant without them (docs/decisions/0016-domain-and-settlement.md)."""
     jobs_every_s: float = Field(default=1.0, gt=0, le=3600)
 
+    # Valuation (issue #9): auto-approval is off unless a threshold is set; the learned
+    # per-category correction is on, within ± correction_bound.
+    auto_approve_below: int = Field(default=0, ge=0, le=1000)
+    auto_approve_per_day: int = Field(default=3, ge=0, le=100)
+    auto_approve_confidence: float = Field(default=0.8, ge=0, le=1)
+    corrections_enabled: bool = True
+    correction_bound: float = Field(default=0.2, gt=0, lt=1)
+    photos_min: int = Field(default=1, ge=1, le=10)
+
     def policy(self) -> Policy:
         """The item lifecycle's time limits."""
         return Policy(

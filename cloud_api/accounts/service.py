@@ -218,21 +218,7 @@ class AccountService:
                 password was right but no TOTP code came with it; ``totp_invalid`` for a wrong
                 or already used code; ``account_disabled``).
         """
-        phone = _phone_of(login)
-        login_id = f"phone:{phone}" if phone is not None else f"staff:{login}"
-        keys = (self._key("login", login_id), self._key("addr", address or "unknown"))
-        self._refuse_if_blocked(keys, now_ms)
-        row = self._find(phone, login)
-        # Hash even for an unknown login so timing does not reveal which logins exist.
-        ok = verify_secret(secret, row["secret_hash"] if row else self._dummy_hash)
-        if not ok or row is None:
-            self._failed(keys, now_ms)
-            raise NotAuthenticated("wrong login, PIN or password")
-        if row["status"] != "active":
-            raise NotAuthenticated(
-                "this account is disabled; please contact your social worker",
-                code="account_disabled",
-            )
+        row, keys = self._verified(login, secret, now_ms, address)
         step: int | None = None
         if row["role"] != "resident":
             if not totp:
@@ -268,6 +254,44 @@ class AccountService:
             self._failed(keys, now_ms)
             raise NotAuthenticated("wrong or already used authenticator code", code="totp_invalid")
         return token, _person(row)
+
+    def _verified(
+        self, login: str, secret: str, now_ms: int, address: str
+    ) -> tuple[sqlite3.Row, tuple[str, str]]:
+        """The active person whose login and secret these are, and the throttle's keys."""
+        phone = _phone_of(login)
+        login_id = f"phone:{phone}" if phone is not None else f"staff:{login}"
+        keys = (self._key("login", login_id), self._key("addr", address or "unknown"))
+        self._refuse_if_blocked(keys, now_ms)
+        row = self._find(phone, login)
+        # Hash even for an unknown login so timing does not reveal which logins exist.
+        ok = verify_secret(secret, row["secret_hash"] if row else self._dummy_hash)
+        if not ok or row is None:
+            self._failed(keys, now_ms)
+            raise NotAuthenticated("wrong login, PIN or password")
+        if row["status"] != "active":
+            raise NotAuthenticated(
+                "this account is disabled; please contact your social worker",
+                code="account_disabled",
+            )
+        return row, keys
+
+    def check_resident(self, phone: str, pin: str, now_ms: int, *, address: str) -> Person:
+        """A resident's phone and PIN checked under the same throttle as :meth:`sign_in`, without
+        opening a session (the valuation terminal's sign-in: it gets a ticket, not a session).
+
+        Raises:
+            Throttled, NotAuthenticated: as :meth:`sign_in`; a staff login is refused like a
+                wrong one (staff do not sign in at a terminal).
+        """
+        if _phone_of(phone) is None:
+            raise NotAuthenticated("wrong login, PIN or password")
+        row, keys = self._verified(phone, pin, now_ms, address)
+        if row["role"] != "resident":
+            raise NotAuthenticated("wrong login, PIN or password")
+        with self._store.write() as db:
+            db.execute("DELETE FROM sign_in_attempts WHERE key = ?", (keys[0],))
+        return _person(row)
 
     def person_for(self, token: str, now_ms: int) -> Person:
         """The person behind a session token, or NotAuthenticated."""

@@ -6,8 +6,11 @@ this is the seam it extends.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+
 from cloud_api.keys import CloudKeys
-from cloud_api.store import Store
+from cloud_api.store import Store, StorePort
 from linli.identity import DeviceIdentity
 from linli.ids import is_compartment_name, is_device_id
 
@@ -46,3 +49,21 @@ def enrol_device(
         cloud_keys={keys.key_id: keys.public_key},
         code_hash_key=keys.device_code_key(device_id),
     )
+
+
+def token_hash(token: str) -> str:
+    """What the cloud keeps of a terminal's HTTP token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_terminal_token(store: StorePort, device_id: str) -> str:
+    """A new HTTP token for an enrolled terminal (the previous one stops working)."""
+    token = secrets.token_urlsafe(32)
+    with store.write() as db:
+        changed = db.execute(
+            "UPDATE devices SET http_token_hash = ? WHERE id = ? AND role = 'terminal'",
+            (token_hash(token), device_id),
+        ).rowcount
+    if changed != 1:
+        raise ValueError(f"{device_id} is not an enrolled terminal")
+    return token

@@ -42,8 +42,13 @@ def issue_grant(
     person_id: str | None = None,
     created_by: str | None = None,
     replaces_id: str | None = None,
+    notify: bool | None = None,
 ) -> str:
-    """Create an active grant bound to the compartment's current epoch; return its id."""
+    """Create an active grant bound to the compartment's current epoch; return its id.
+
+    ``notify``: send the holder the code as a message; by default for pickups and returns (a
+    drop-off's code is shown where it is asked for, except when the valuation terminal could not
+    reach the cloud while the resident was there)."""
     row = db.execute(
         "SELECT epoch FROM compartments WHERE device_id = ? AND name = ?", (device_id, compartment)
     ).fetchone()
@@ -81,7 +86,9 @@ def issue_grant(
             replaces_id,
         ),
     )
-    if person_id is not None and purpose in ("pickup", "return"):
+    if notify is None:
+        notify = purpose in ("pickup", "return")
+    if person_id is not None and notify:
         # The resident may not be looking at a screen: the code goes out as a message too
         # (derived at send time, never stored; cloud_api/notify/).
         resident = db.execute(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -570,35 +571,48 @@ class ItemService:
     def propose(self, person: Any, fields: dict[str, Any], on_behalf_of: str | None) -> str:
         """Record a proposed item of the donor (the caller, or the resident a worker acts for)."""
         now = self._now()
-        item_id = new_id("itm")
         with self.store.write() as db:
             donor = self._donor(db, person, on_behalf_of)
-            db.execute(
-                "INSERT INTO items (id, community_id, donor_id, title, category, description,"
-                " kind, size, points, deposit_points, loan_days, status, deadline_ms,"
-                " created_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?, 'proposed', ?,?,?)",
-                (
-                    item_id,
-                    person.community_id,
-                    donor,
-                    fields["title"],
-                    fields["category"],
-                    fields.get("description", ""),
-                    fields.get("kind", "give"),
-                    fields.get("size", "M"),
-                    fields.get("points", 0),
-                    fields.get("deposit_points", 0) if fields.get("kind") == "lend" else 0,
-                    fields.get("loan_days") if fields.get("kind") == "lend" else None,
-                    now + self.policy.proposal_ms,
-                    now,
-                    now,
-                ),
-            )
-            db.execute(
-                "INSERT INTO item_history (item_id, at_ms, from_status, to_status, cause, actor,"
-                " on_behalf_of) VALUES (?,?, '', 'proposed', 'proposed', ?, ?)",
-                (item_id, now, person.id, on_behalf_of),
-            )
+            return self.propose_in(db, person, donor, fields, now, on_behalf_of)
+
+    def propose_in(
+        self,
+        db: sqlite3.Connection,
+        person: Any,
+        donor: str,
+        fields: dict[str, Any],
+        now: int,
+        on_behalf_of: str | None = None,
+    ) -> str:
+        """:meth:`propose` inside the caller's transaction, for a donor already checked (the
+        valuation terminal records the item and its valuation together)."""
+        item_id = new_id("itm")
+        db.execute(
+            "INSERT INTO items (id, community_id, donor_id, title, category, description,"
+            " kind, size, points, deposit_points, loan_days, status, deadline_ms,"
+            " created_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?, 'proposed', ?,?,?)",
+            (
+                item_id,
+                person.community_id,
+                donor,
+                fields["title"],
+                fields["category"],
+                fields.get("description", ""),
+                fields.get("kind", "give"),
+                fields.get("size", "M"),
+                fields.get("points", 0),
+                fields.get("deposit_points", 0) if fields.get("kind") == "lend" else 0,
+                fields.get("loan_days") if fields.get("kind") == "lend" else None,
+                now + self.policy.proposal_ms,
+                now,
+                now,
+            ),
+        )
+        db.execute(
+            "INSERT INTO item_history (item_id, at_ms, from_status, to_status, cause, actor,"
+            " on_behalf_of) VALUES (?,?, '', 'proposed', 'proposed', ?, ?)",
+            (item_id, now, person.id, on_behalf_of),
+        )
         return item_id
 
     def _donor(self, db: sqlite3.Connection, person: Any, on_behalf_of: str | None) -> str:
@@ -622,9 +636,12 @@ class ItemService:
             raise NotFound("no such item")
         return item
 
-    def request_dropoff(self, person: Any, item_id: str, device_id: str | None) -> dict[str, Any]:
+    def request_dropoff(
+        self, person: Any, item_id: str, device_id: str | None, *, notify: bool = False
+    ) -> dict[str, Any]:
         """Keep a free compartment of a fitting size for a proposed item and issue its drop-off
-        grant; return the grant, the place and the code (shown to the donor)."""
+        grant; return the grant, the place and the code (shown to the donor; also sent as a
+        message with ``notify``)."""
         now = self._now()
         with self.store.write() as db:
             item = self._own_item(db, person, item_id, as_donor=True)
@@ -643,6 +660,7 @@ class ItemService:
                 holder=item["donor_id"],
                 valid_ms=self.policy.dropoff_valid_ms,
                 now=now,
+                notify=notify,
             )
         self._after({place["device_id"]})
         return shown
@@ -659,6 +677,7 @@ class ItemService:
         holder: str,
         valid_ms: int,
         now: int,
+        notify: bool | None = None,
     ) -> tuple[sqlite3.Row, dict[str, Any]]:
         """Keep the best free compartment of a fitting size for the item, move it by ``action``
         and issue the holder's grant into it; return the place and the grant as shown."""
@@ -695,6 +714,7 @@ class ItemService:
             item_id=item["id"],
             person_id=holder,
             created_by=person.id,
+            notify=notify,
         )
         return place, grant_view(db, self.keys, grant_id, with_code=person.role == "resident")
 
@@ -716,8 +736,19 @@ class ItemService:
         self._after(changed)
         return {"status": "withdrawn"}
 
-    def approve(self, worker: Any, item_id: str, points: int, reason: str) -> dict[str, Any]:
-        """List an item known to be inside and credit its donor once (insider rules apply)."""
+    def approve(
+        self,
+        worker: Any,
+        item_id: str,
+        points: int,
+        reason: str,
+        *,
+        also: Callable[[sqlite3.Connection, sqlite3.Row, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """List an item known to be inside and credit its donor once (insider rules apply).
+
+        ``also(db, item, now)`` runs in the same transaction once the approval is known to be
+        valid (the valuation queue records its decision there)."""
         now = self._now()
         with self.store.write() as db:
             item = self._community_item(db, worker, item_id)
@@ -748,6 +779,8 @@ class ItemService:
                         code="second_approver_needed",
                     )
             db.execute("UPDATE items SET points = ? WHERE id = ?", (points, item_id))
+            if also is not None:
+                also(db, item, now)
             move(db, item, "approve", cause=f"approved: {reason}", actor=worker.id, now_ms=now)
             enqueue(
                 db,
@@ -764,11 +797,21 @@ class ItemService:
             )
         return {"status": "listed", "credit": credit}
 
-    def reject(self, worker: Any, item_id: str, reason: str) -> dict[str, Any]:
-        """Refuse an item and give its donor a code to take it back."""
+    def reject(
+        self,
+        worker: Any,
+        item_id: str,
+        reason: str,
+        *,
+        also: Callable[[sqlite3.Connection, sqlite3.Row, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Refuse an item and give its donor a code to take it back (``also`` as
+        :meth:`approve`)."""
         now = self._now()
         with self.store.write() as db:
             item = self._community_item(db, worker, item_id)
+            if also is not None and item["status"] == "pending_approval":
+                also(db, item, now)
             move(db, item, "reject", cause=f"rejected: {reason}", actor=worker.id, now_ms=now)
             enqueue(
                 db,

@@ -8,7 +8,6 @@ The pages call the same services as the API, so the same rules and ownership che
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from typing import Annotated, Any
@@ -36,6 +35,7 @@ from cloud_api.pages.web import (
     signed_in_resident,
     signin_form,
 )
+from cloud_api.uploads import MAX_PHOTO_BYTES, media_type_of, photo_path, store_upload
 from linli.i18n import LANGUAGES, PSEUDO
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,6 @@ router = APIRouter(include_in_schema=False)
 IdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 CsrfField = Annotated[str, Form(max_length=64)]
 PAGE_SIZE = 20
-MAX_PHOTO_BYTES = 4 * 1024 * 1024
-PHOTO_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
 NOTICES = {
     "open_sent": "page.code.open_sent",
     "problem_sent": "page.problem.sent",
@@ -327,10 +325,10 @@ async def problem(
     photo_hash = None
     if photo is not None and photo.filename:
         data = await photo.read(MAX_PHOTO_BYTES + 1)
-        media_type = next((t for magic, t in PHOTO_TYPES.items() if data.startswith(magic)), None)
-        if len(data) > MAX_PHOTO_BYTES or media_type is None:
+        if len(data) > MAX_PHOTO_BYTES or media_type_of(data) is None:
             return _error(request, person, token, Conflict("photo", code="bad_photo"))
-        photo_hash = _store_upload(request, person, data, media_type)
+        svc = _svc(request)
+        photo_hash = store_upload(svc.store, svc.data_dir, person.id, data, _now(request))
     full_note = note if photo_hash is None else f"{note}\nphoto:{photo_hash}".strip()
     try:
         _svc(request).items.report_problem(person, item_id, problem, full_note)
@@ -339,35 +337,15 @@ async def problem(
     return redirect("/app?notice=problem_sent")
 
 
-def _store_upload(request: Request, person: Person, data: bytes, media_type: str) -> str:
-    svc = _svc(request)
-    digest = hashlib.sha256(data).hexdigest()
-    folder = svc.data_dir / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / digest
-    if not path.exists():
-        partial = path.with_suffix(".part")
-        partial.write_bytes(data)
-        partial.replace(path)
-    with svc.store.write() as db:
-        db.execute(
-            "INSERT INTO uploads (hash, media_type, size, uploaded_by, uploaded_ms)"
-            " VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
-            (digest, media_type, len(data), person.id, _now(request)),
-        )
-    return digest
-
-
 @router.get("/photos/{digest}")
 def photo(request: Request, digest: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]) -> Response:
     """A photo by content hash, for signed-in residents."""
     signed_in_resident(request)
     svc = _svc(request)
-    row = svc.store.read_one("SELECT media_type FROM uploads WHERE hash = ?", (digest,))
-    path = svc.data_dir / "uploads" / digest
-    if row is None or not path.exists():
+    found = photo_path(svc.store, svc.data_dir, digest)
+    if found is None:
         return Response(status_code=404)
-    return FileResponse(path, media_type=row["media_type"], headers={"Cache-Control": "private"})
+    return FileResponse(found[0], media_type=found[1], headers={"Cache-Control": "private"})
 
 
 # --- points, loans ------------------------------------------------------------------------------------

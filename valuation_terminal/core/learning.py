@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from valuation_terminal.core.rules import Correction
 
-__all__ = ["CategoryError", "DEFAULT_BOUND", "DEFAULT_PRIOR", "error_report", "learned_correction"]
+__all__ = ["DEFAULT_BOUND", "DEFAULT_PRIOR", "CategoryError", "error_report", "learned_correction"]
 
 DEFAULT_BOUND = 0.2
 """A correction stays within 1 ± this, and one decision's ratio is clipped to it."""

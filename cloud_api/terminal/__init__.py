@@ -1,0 +1,1 @@
+"""The valuation terminal's HTTP API (docs/terminal-api.md)."""

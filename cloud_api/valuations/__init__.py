@@ -1,0 +1,1 @@
+"""Valuation proposals, the approval queue, decisions and learning (issue #9)."""
