@@ -68,6 +68,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
         accounts = AccountService(store, keys)
         valuations = ValuationService(store, the_clock, items, settings)
         valuations.ensure_default_policy()
+        valuations.snapshot_weekly(the_clock.now().wall_ms)  # before serving: the job is then idle
         terminal = TerminalService(
             store, keys, the_clock, accounts, items, valuations, devices, settings.data_dir
         )
@@ -77,6 +78,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
             [
                 *domain_jobs(store, keys, devices, policy, period_s=settings.jobs_every_s),
                 Job("auto_approve", settings.jobs_every_s, valuations.auto_approve),
+                Job("demand_snapshot", 600, valuations.snapshot_weekly),
             ],
         )
         app.state.services = Services(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import random
 import secrets
 import threading
 import time
@@ -113,7 +114,7 @@ def sign_in_at_terminal(cloud: CloudUnderTest, http: httpx.Client, person_id: st
 
 def jpeg(seed: int) -> bytes:
     """A real JPEG (noise, so every seed gives other bytes)."""
-    rng = secrets.SystemRandom(seed)
+    rng = random.Random(seed)
     image = Image.frombytes("RGB", (32, 24), bytes(rng.randrange(256) for _ in range(32 * 24 * 3)))
     out = io.BytesIO()
     image.save(out, "JPEG", quality=80)

@@ -187,6 +187,20 @@ class ValuationService:
         assert found is not None
         return found
 
+    def snapshot_weekly(self, now: int) -> int:
+        """The scheduler's job: this week's snapshot for every community that lacks it (a quiet
+        run writes nothing); return how many were made."""
+        week = week_of(now)
+        missing = self.store.read(
+            "SELECT c.id FROM communities c WHERE NOT EXISTS (SELECT 1 FROM demand_snapshots s"
+            " WHERE s.community_id = c.id AND s.week = ?)",
+            (week,),
+        )
+        for row in missing:
+            with self.store.write() as db:
+                self.snapshot(db, row["id"], now)
+        return len(missing)
+
     # --- learning ------------------------------------------------------------------------------
 
     def _pairs(self, db: sqlite3.Connection, community_id: str) -> dict[str, list[tuple[int, int]]]:
