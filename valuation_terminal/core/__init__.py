@@ -1,1 +1,3 @@
-"""The terminal's pure core (valuation rules, weight stability), issue #9. Imports only ``linli``."""
+"""The terminal's pure core, issue #9: valuation rules (``rules.py``), what they learn from
+decisions (``learning.py``), photo usability and preparation (``images.py``). No I/O: ``linli``,
+and numpy and Pillow for ``images.py`` only (array arithmetic on decoded images)."""
