@@ -24,7 +24,9 @@ it is always a value the scale actually sent, and one outlier cannot move it.
   transport drops what was streamed while nobody listened (a stale, seconds-old weight) and
   resets the decoder; later reads just listen. When no line arrives within ``2 * poll_s``, ``R``
   is sent once (the indicators that send on request answer it with one line), and listening
-  resumes.
+  resumes. A host that fell behind reads several lines at once; every one of them is taken, in
+  order (the transport hands out only the first reading of a read, so the others wait in
+  :class:`_OneReadingPerRead`): dropping them could drop the unstable line that breaks a run.
 
 **Tare and zero.** MT-SICS and A&D get ``T`` / ``Z`` and the adapter waits up to
 ``command_timeout_s`` for the acknowledgement (``T S <tare> g`` / ``Z A``; A&D's ACK byte — an
@@ -61,9 +63,11 @@ import logging
 import statistics
 import sys
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Literal, get_args
 
 from firmware_bridge.codecs import scales as codec
+from firmware_bridge.codecs.base import Decoder, Garbage
 from firmware_bridge.errors import BoardTimeout, BridgeError, Unavailable
 from firmware_bridge.transport import SerialTransport
 from valuation_terminal.scale import (
@@ -142,7 +146,9 @@ class SerialScale:
         self.poll_s = poll_s
         self.reply_timeout_s = reply_timeout_s
         self.command_timeout_s = command_timeout_s
-        self._decoder = codec.FORMATS[fmt]()
+        decoder = codec.FORMATS[fmt]()
+        self._stream = _OneReadingPerRead(decoder) if fmt == "continuous" else None
+        self._decoder: Decoder[codec.ScaleEvent] = self._stream or decoder
         self._is_net = False  # what tare/zero left; for formats whose lines do not say
 
     @classmethod
@@ -258,6 +264,9 @@ class SerialScale:
             if self.fmt == "and":
                 return self._exchange(codec.and_command("Q"), remaining)
             silence = min(2 * self.poll_s, remaining)
+            held = None if fresh or self._stream is None else self._stream.next_held()
+            if held is not None:
+                return held  # a line that came in the same read as the last one
             try:
                 if fresh:  # an empty request: flush what was streamed while nobody listened
                     return self.transport.exchange(b"", self._decoder, _is_reading, silence)
@@ -347,6 +356,55 @@ class SerialScale:
             log.warning("scale on %s refused %s: %s", self.transport.url, what, event.detail)
             raise ScaleFault(event.kind, f"{what} refused: {event.detail}")
         log.info("scale on %s: %s done (%r)", self.transport.url, what, event.raw)
+
+
+class _OneReadingPerRead:
+    """A streaming scale's decoder that hands the transport one reading per read, holding the rest.
+
+    The transport returns the first reading the bytes of one read complete and drops the others.
+    A host that fell behind an indicator streaming ten lines a second reads several lines at
+    once, and the dropped ones may hold the unstable line that must break a run of agreeing
+    readings: ``ST 1235 g``, then ``ST 1236 g | US 1251 g | ST 1234 g`` in one read, then
+    ``ST 1235 g`` made 1235 g a weight although the item was touched in between
+    (``tests/data/scale_streams/line-noise.continuous``). Held events come out first on the
+    next read (:meth:`next_held`); a reset (each new exchange) drops them with the stale input.
+    """
+
+    def __init__(self, decoder: Decoder[codec.ScaleEvent]) -> None:
+        self._decoder = decoder
+        self._held: deque[codec.ScaleEvent | Garbage] = deque()
+        self.max_buffer = decoder.max_buffer
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete line (held events are whole lines already decoded)."""
+        return self._decoder.buffered
+
+    def reset(self) -> None:
+        """Drop the partial line and every held event."""
+        self._decoder.reset()
+        self._held.clear()
+
+    def feed(self, data: bytes) -> list[codec.ScaleEvent | Garbage]:
+        """Events up to and including the first reading ``data`` completes (or held before)."""
+        self._held.extend(self._decoder.feed(data))
+        return self._release()
+
+    def next_held(self) -> codec.ScaleEvent | None:
+        """The next reading (or fault) that came with an earlier read, if any."""
+        for event in self._release():
+            if not isinstance(event, Garbage) and _is_reading(event):
+                return event
+        return None
+
+    def _release(self) -> list[codec.ScaleEvent | Garbage]:
+        out: list[codec.ScaleEvent | Garbage] = []
+        while self._held:
+            event = self._held.popleft()
+            out.append(event)
+            if not isinstance(event, Garbage) and _is_reading(event):
+                break
+        return out
 
 
 def _spread(window: list[tuple[int, bool]]) -> int:
