@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cloud_api.accounts.router import router as accounts_router
 from cloud_api.accounts.service import AccountService
 from cloud_api.api import router
+from cloud_api.contributions.router import router as contributions_router
+from cloud_api.contributions.service import ContributionService
 from cloud_api.core.ledger import Conflict as LedgerConflict
 from cloud_api.core.ledger import LedgerError
 from cloud_api.core.ledger import NotFound as LedgerNotFound
@@ -89,6 +91,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
             devices=devices,
             points=points,
             items=items,
+            contributions=ContributionService(store, the_clock, points),
             valuations=valuations,
             terminal=terminal,
             scheduler=scheduler,
@@ -187,6 +190,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
     app.include_router(router)
     app.include_router(points_router)
     app.include_router(items_router)
+    app.include_router(contributions_router)
     app.include_router(grants_router)
     app.include_router(valuations_router)
     app.include_router(terminal_router)

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from cloud_api.access import ROLES, STAFF, allow, public
 from cloud_api.accounts.service import AccountService, Person
+from cloud_api.contributions.service import ContributionService
 from cloud_api.devices.service import DeviceService
 from cloud_api.items.service import ItemService
 from cloud_api.keys import CloudKeys
@@ -32,6 +33,7 @@ class Services:
     devices: DeviceService
     points: PointsService
     items: ItemService
+    contributions: ContributionService
     valuations: ValuationService
     terminal: TerminalService
     scheduler: Scheduler

@@ -38,6 +38,7 @@ meaningful (a PIN that must be right, a phone that must be valid) needs an entry
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -55,11 +56,14 @@ import pytest
 from conftest import CloudUnderTest, require_system
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
+from test_valuation_api import jpeg, proposal_body
 
 from cloud_api import ledger
 from cloud_api.access import Access, declared_routes
 from cloud_api.accounts.service import hash_secret, seal_totp_secret
 from cloud_api.app import create_app
+from cloud_api.contributions.service import default_policy
+from cloud_api.core.contributions import value_time
 from cloud_api.devices.enrol import enrol_device
 from cloud_api.keys import CloudKeys
 from cloud_api.seed import COMMUNITY, LOGINS, DemoLogin
@@ -274,6 +278,8 @@ def ours(store: Store) -> Ids:
     )
     if _has_table(store, "cases"):
         add("case", "SELECT id FROM cases WHERE community_id = ?")
+    if _has_table(store, "contributions"):
+        add("contribution", "SELECT id FROM contributions WHERE community_id = ?")
     for phone in _phones(store, COMMUNITY):
         found[phone] = "a phone number of ours"
     return Ids(found)
@@ -292,6 +298,11 @@ def private_to_per_1(store: Store) -> Ids:
     ):
         for row in store.read(sql):
             found[str(row[0])] = f"per_1's {label} {row[0]}"
+    if _has_table(store, "contributions"):  # what she gave or received
+        for row in store.read(
+            "SELECT id FROM contributions WHERE 'per_1' IN (provider_id, beneficiary_id)"
+        ):
+            found[str(row[0])] = f"per_1's contribution {row[0]}"
     for phone in _phones(store, COMMUNITY, person_id="per_1"):
         found[phone] = "per_1's phone number"
     # Who reserved or holds an item is for staff only (cloud_api.items.service.item_json).
@@ -373,6 +384,14 @@ PATH_VALUES: dict[str, Callable[[Store], PathValue | None]] = {
     "request_id": _community_object(
         "SELECT id FROM ledger_requests WHERE status = 'awaiting_second_approver' LIMIT 1"
     ),
+    # per_1's photo and proposal at the valuation terminal (add_terminal_proposal).
+    "digest": _community_object("SELECT hash FROM uploads ORDER BY uploaded_ms LIMIT 1"),
+    "proposal_id": _owned_by_per_1("SELECT proposal_key FROM valuations LIMIT 1"),
+    # The hours per_1 gave to the community, waiting for its confirmation
+    # (add_matrix_contributions).
+    "contribution_id": _owned_by_per_1(
+        "SELECT id FROM contributions WHERE id = 'ctb_mx_wang' AND status = 'proposed'"
+    ),
     # The case per_1's problem report opened.
     "case_id": _community_object(
         f"SELECT id FROM cases WHERE community_id = '{COMMUNITY}' ORDER BY created_ms LIMIT 1"  # noqa: S608
@@ -408,9 +427,22 @@ ROUTE_PATH_VALUES: dict[tuple[str, str], dict[str, Callable[[Store], PathValue |
     # Items of the community in the state each decision applies to.
     ("POST", "/api/v1/items/{item_id}/reservation"): {"item_id": _item("itm_books")},
     ("POST", "/api/v1/items/{item_id}/approve"): {"item_id": _item("itm_mx_pending")},
+    ("POST", "/api/v1/valuations/{item_id}/decision"): {"item_id": _item("itm_mx_pending")},
+    ("GET", "/api/v1/valuations/{item_id}"): {
+        "item_id": _community_object("SELECT item_id FROM valuations LIMIT 1")
+    },
     ("POST", "/api/v1/items/{item_id}/reject"): {"item_id": _item("itm_mx_pending")},
     ("POST", "/api/v1/items/{item_id}/check"): {"item_id": _item("itm_mx_returned")},
     ("POST", "/api/v1/items/{item_id}/review"): {"item_id": _item("itm_mx_review")},
+    # per_2's hours, confirmed for the community by chen: Zhang may decide them.
+    **{
+        ("POST", f"/api/v1/contributions/{{contribution_id}}/{decision}"): {
+            "contribution_id": _community_object(
+                "SELECT id FROM contributions WHERE id = 'ctb_mx_li' AND status = 'confirmed'"
+            )
+        }
+        for decision in ("approve", "reject")
+    },
 }
 """Where a route needs another object than :data:`PATH_VALUES` gives (an item in a given state,
 owned by per_1 or not)."""
@@ -456,6 +488,17 @@ BodyOverride = dict[str, Any] | Callable[[Context, Caller], Any]
 BODY_OVERRIDES: dict[tuple[str, str], BodyOverride] = {
     # A sign-in that succeeds (a resident: a staff authenticator code is accepted only once).
     ("POST", "/api/v1/session"): lambda ctx, caller: RESIDENT_2.body(ctx.now_ms),
+    # Refused to every person (a terminal's route) before the body matters; still well-formed.
+    ("POST", "/api/v1/terminal/proposals"): lambda ctx, caller: {
+        "proposal_id": "prp_" + "m" * 24,
+        "title": "Matrix",
+        "category": "toys",
+        "size": "S",
+        "inputs": {},
+        "proposal": {},
+        "photos": [],
+        "weight_mg": 1,
+    },
     ("POST", "/api/v1/ledger/movements"): {
         "key": "matrix-movement",
         "kind": "valuation_credit",
@@ -494,6 +537,17 @@ BODY_OVERRIDES: dict[tuple[str, str], BodyOverride] = {
         {"for_person": "per_1"} if caller.role == "social_worker" else {}
     ),
     ("POST", "/api/v1/items/{item_id}/check"): {"ok": True},
+    # Hours given to the community; a worker records them for a resident, whom they name.
+    ("POST", "/api/v1/contributions"): lambda ctx, caller: (
+        {
+            "kind": "time",
+            "description": "Matrix station duty",
+            "hours": 1,
+            "intensity": "standard",
+            "slot": "daytime",
+        }
+        | ({"on_behalf_of": "per_1"} if caller.role == "social_worker" else {})
+    ),
     ("POST", "/api/v1/residents/search"): {"q": "0001"},
     ("POST", "/api/v1/residents/{person_id}/phone"): {"phone": "13900000078", "reason": "matrix"},
 }
@@ -890,6 +944,65 @@ def add_matrix_items(store: Store) -> None:
                 )
 
 
+def add_terminal_proposal(cloud: CloudUnderTest) -> None:
+    """per_1 at the valuation terminal: her photo, her proposal and its valuation (through the
+    terminal's own API, with its token and her ticket)."""
+    headers = {"Authorization": f"Terminal {cloud.seed.terminal_id}:{cloud.seed.terminal_token}"}
+    with httpx.Client(base_url=cloud.url, headers=headers, timeout=10) as terminal:
+        ticket = terminal.post(
+            "/api/v1/terminal/signin", json={"phone": OWNER.login.login, "pin": OWNER.login.secret}
+        ).json()["ticket"]
+        photo = jpeg(99)
+        digest = hashlib.sha256(photo).hexdigest()
+        terminal.put(
+            f"/api/v1/terminal/photos/{digest}", content=photo, headers={"Linli-Ticket": ticket}
+        ).raise_for_status()
+        body = proposal_body(terminal, [digest])
+        terminal.post(
+            "/api/v1/terminal/proposals", json=body, headers={"Linli-Ticket": ticket}
+        ).raise_for_status()
+
+
+MATRIX_CONTRIBUTIONS = [
+    # id, provider, status, beneficiary confirmed by
+    ("ctb_mx_wang", "per_1", "proposed", None),
+    ("ctb_mx_li", "per_2", "confirmed", "per_5"),
+]
+"""Hours given to the community: per_1's, waiting for a worker to confirm them; per_2's,
+confirmed by chen (so Zhang, who vouched for nothing, may approve them)."""
+
+
+def add_matrix_contributions(store: Store) -> None:
+    """The rows of :data:`MATRIX_CONTRIBUTIONS`, valued by the published rule (2 h, 20 points)."""
+    now = now_ms()
+    valued = value_time(default_policy(), hours=2, intensity="standard", slot="daytime")
+    with store.write() as db:
+        for contribution_id, provider, status, confirmed_by in MATRIX_CONTRIBUTIONS:
+            db.execute(
+                "INSERT INTO contributions (id, community_id, kind, provider_id, description,"
+                " hours, inputs, points, breakdown, status, provider_confirmed_ms,"
+                " beneficiary_confirmed_ms, beneficiary_confirmed_by, created_by, created_ms,"
+                " updated_ms) VALUES (?, ?, 'time', ?, 'Matrix hours', ?, ?, ?, ?, ?, ?, ?, ?,"
+                " ?, ?, ?)",
+                (
+                    contribution_id,
+                    COMMUNITY,
+                    provider,
+                    valued.inputs.hours,
+                    json.dumps(valued.inputs.to_json()),
+                    valued.points,
+                    json.dumps(valued.to_json()),
+                    status,
+                    now,
+                    now if confirmed_by else None,
+                    confirmed_by,
+                    provider,
+                    now,
+                    now,
+                ),
+            )
+
+
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     if mosquitto_binary() is None:
@@ -937,6 +1050,8 @@ def _set_up(cloud: CloudUnderTest, http: httpx.Client, base: Path) -> Matrix:
     )
     assert proposed.status_code == 201, proposed.text
     add_matrix_items(store)
+    add_matrix_contributions(store)
+    add_terminal_proposal(cloud)
     reported = http.post(
         "/api/v1/items/itm_mx_picked/problem",
         json={"problem": "damaged"},
@@ -947,6 +1062,9 @@ def _set_up(cloud: CloudUnderTest, http: httpx.Client, base: Path) -> Matrix:
     now = now_ms()
     published_day = local_day(now - DAY_MS)
     sign_day(store, cloud.keys, published_day, now)
+    # This week's demand snapshot of the other community too (the scheduler would make it, and a
+    # restarted cloud does at start).
+    cloud.server.app.state.services.valuations.snapshot_weekly(now)
 
     snapshot = base / "snapshot.sqlite3"
     with (

@@ -142,6 +142,8 @@ def state_of(ledger: MemoryLedger) -> tuple[object, ...]:
 def test_flows_are_the_published_table() -> None:
     assert dict(FLOWS) == {
         "valuation_credit": ("sys:issuance", "member"),
+        "time_credit": ("sys:issuance", "member"),
+        "skill_credit": ("sys:issuance", "member"),
         "subsidy_grant": ("sys:subsidy_pool", "member"),
         "subsidy_funding": ("sys:issuance", "sys:subsidy_pool"),
         "redemption": ("member", "sys:redemption"),

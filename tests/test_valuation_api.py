@@ -421,6 +421,34 @@ def test_two_workers_approving_at_the_same_moment_credit_the_donor_once(
     assert status["status"] == "listed" and status["decision"]["decision"] == "approve"
 
 
+def test_above_the_threshold_a_second_worker_approves_the_same_points(
+    cloud: CloudUnderTest,
+) -> None:
+    _, _, _, answer = proposed_and_inside(cloud, "9" * 12)
+    path = f"/api/v1/valuations/{answer['item_id']}/decision"
+    zhang, chen = staff_http(cloud, ZHANG), staff_http(cloud, SECOND_WORKER)
+    posted_before, _ = balance(cloud, WANG)
+    adjust = {"decision": "adjust", "points": 260, "reason": "a rare antique set"}
+    first = zhang.post(path, json=adjust)
+    assert first.status_code == 200, first.text
+    assert first.json()["status"] == "awaiting_second_approver"
+    assert item_status(cloud, answer["item_id"]) == "pending_approval"
+    assert balance(cloud, WANG)[0] == posted_before
+    assert cloud.store.read("SELECT * FROM valuation_decisions") == []
+    other = chen.post(path, json={**adjust, "points": 300})
+    assert (other.status_code, other.json()["code"]) == (409, "second_approval_differs")
+    second = chen.post(path, json=adjust)
+    assert second.status_code == 200, second.text
+    assert second.json()["status"] == "listed"
+    assert balance(cloud, WANG)[0] == posted_before + 260
+    (decision,) = cloud.store.read("SELECT decision, points, decided_by FROM valuation_decisions")
+    assert (decision["decision"], decision["points"], decision["decided_by"]) == (
+        "adjust",
+        260,
+        SECOND_WORKER,
+    )
+
+
 def test_a_rejection_issues_a_return_grant_and_approval_after_it_is_refused(
     cloud: CloudUnderTest,
 ) -> None:

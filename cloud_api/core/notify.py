@@ -13,8 +13,9 @@ reads the outbox and the clock, sends, and records what these functions decided
   could not go out within 24 h of being queued: a code or a reminder a day late confuses more
   than it helps (the resident's page always shows the live codes).
 - **Rendering**: kind (+ the grant's purpose, or the valuation's decision) → a catalog key
-  ``notify.*``, filled in the resident's language; a missing value is an error, never a
-  ``{placeholder}`` left in a text sent to an elderly resident.
+  ``notify.*`` (a contribution's decision: ``contribution.notify.*``, see
+  :func:`contribution_values`), filled in the resident's language; a missing value is an
+  error, never a ``{placeholder}`` left in a text sent to an elderly resident.
 
 Example:
     >>> quiet = QuietHours.parse("21:30", "07:30")
@@ -61,7 +62,14 @@ BEFORE_QUIET_MS = 15 * MINUTE_MS
 REDACTED = "********"
 """What stands for a code in every text that is logged."""
 
-KINDS = ("new_code", "code_expiring", "valuation_decision", "loan_due", "item_to_collect")
+KINDS = (
+    "new_code",
+    "code_expiring",
+    "valuation_decision",
+    "loan_due",
+    "item_to_collect",
+    "contribution_decision",
+)
 CODE_PURPOSES: Mapping[str, str] = {
     "pickup": "notify.new_code",
     "dropoff": "notify.new_code.dropoff",
@@ -69,6 +77,8 @@ CODE_PURPOSES: Mapping[str, str] = {
 }
 """The message of a new code, by the grant's purpose (maintenance codes are not sent)."""
 DECISIONS = ("approved", "rejected")
+CONTRIBUTION_WHAT_CHARS = 24
+"""A contribution's description is quoted in its message up to this many characters."""
 
 _MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _HH_MM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -262,9 +272,42 @@ def catalog_key(kind: str, *, purpose: str | None = None, decision: str | None =
         if decision not in DECISIONS:
             raise RenderError(f"no message for a valuation decision {decision!r}")
         return f"notify.valuation_decision.{decision}"
+    if kind == "contribution_decision":
+        if decision not in DECISIONS:
+            raise RenderError(f"no message for a contribution decision {decision!r}")
+        return f"contribution.notify.{decision}"
     if kind not in KINDS:
         raise RenderError(f"unknown notification kind {kind!r}")
     return f"notify.{kind}"
+
+
+def contribution_values(params: Mapping[str, object]) -> tuple[str, dict[str, str]]:
+    """The catalog key and values of a ``contribution_decision`` message, from its params alone
+    (queued by ``cloud_api.contributions.service``: decision, hours, description, points, reason).
+
+    The description (the provider's own words) is quoted up to
+    :data:`CONTRIBUTION_WHAT_CHARS` characters, to keep the message one SMS long.
+
+    Raises:
+        KeyError: a parameter is missing.
+        RenderError: the decision is neither approved nor rejected.
+
+    Example:
+        >>> contribution_values({"decision": "approved", "hours": 2.5, "points": 45,
+        ...                      "description": "陪王阿姨看病", "reason": "ok"})
+        ('contribution.notify.approved', {'hours': '2.5', 'what': '陪王阿姨看病', 'points': '45', 'reason': 'ok'})
+    """
+    key = catalog_key("contribution_decision", decision=str(params["decision"]))
+    what = " ".join(str(params["description"]).split())
+    if len(what) > CONTRIBUTION_WHAT_CHARS:
+        what = what[: CONTRIBUTION_WHAT_CHARS - 1] + "…"
+    hours = float(str(params["hours"]))
+    return key, {
+        "hours": f"{hours:g}",
+        "what": what,
+        "points": str(int(str(params["points"]))),
+        "reason": str(params["reason"]),
+    }
 
 
 def _template(key: str, language: str) -> str:

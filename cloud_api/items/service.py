@@ -773,11 +773,12 @@ class ItemService:
                     ),
                     now,
                 )
-                if credit["status"] != "recorded":
-                    raise Conflict(
-                        "this credit needs a second social worker: ask for it in the ledger",
-                        code="second_approver_needed",
-                    )
+                if credit["status"] == "awaiting_second_approver":
+                    # Above the threshold: this approval is parked (committed) until another
+                    # social worker approves the same points; the item stays pending.
+                    return {"status": "awaiting_second_approver", "credit": credit}
+                if credit["status"] not in ("recorded", "approved"):
+                    raise Conflict(f"the credit is {credit['status']}", code="credit_refused")
             db.execute("UPDATE items SET points = ? WHERE id = ?", (points, item_id))
             if also is not None:
                 also(db, item, now)

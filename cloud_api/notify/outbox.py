@@ -12,9 +12,8 @@ import json
 import sqlite3
 from typing import Any
 
+from cloud_api.core.notify import KINDS
 from linli.ids import new_id
-
-KINDS = ("new_code", "code_expiring", "valuation_decision", "loan_due", "item_to_collect")
 
 
 def enqueue(

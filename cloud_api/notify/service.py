@@ -41,6 +41,7 @@ from cloud_api.core.notify import (
     QuietHours,
     RenderError,
     catalog_key,
+    contribution_values,
     format_time,
     plan,
     reminder_at,
@@ -441,6 +442,8 @@ class Deliverer:
                 return catalog_key("code_expiring"), values
             values["code"] = code_of(self._keys, grant["id"], grant["code_counter"])
             return catalog_key("new_code", purpose=grant["purpose"]), values
+        if claimed.kind == "contribution_decision":
+            return contribution_values(params)
         item = _item(db, params["item_id"])
         values = {
             "item": item["title"],

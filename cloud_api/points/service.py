@@ -22,6 +22,7 @@ from typing import Any
 
 from cloud_api.accounts.service import Person
 from cloud_api.core.ledger import (
+    CAPPED_KINDS,
     CONTROLLED_KINDS,
     FLOWS,
     MEMBER,
@@ -38,7 +39,7 @@ from cloud_api.core.ledger import (
     check_insider_limit,
 )
 from cloud_api.core.transparency import consistency_between
-from cloud_api.errors import NotFound
+from cloud_api.errors import Conflict, NotFound
 from cloud_api.keys import CloudKeys
 from cloud_api.ledger import SqlLedger
 from cloud_api.store import StorePort
@@ -54,10 +55,24 @@ from linli.clock import Clock
 from linli.ids import new_id
 
 STAFF_KINDS = frozenset(
-    {"valuation_credit", "subsidy_grant", "subsidy_funding", "refund", "penalty", "expiry"}
+    {
+        "valuation_credit",
+        "time_credit",
+        "skill_credit",
+        "subsidy_grant",
+        "subsidy_funding",
+        "refund",
+        "penalty",
+        "expiry",
+    }
 )
 """What staff may record directly (redemptions come from reservations, reversals have their
-own call)."""
+own call; time and skill credits are recorded by approving a contribution)."""
+
+_CAPPED = tuple(sorted(CAPPED_KINDS))
+_CAPPED_IN = "(" + ", ".join("?" for _ in _CAPPED) + ")"
+"""``IN (?, ?, …)`` over :data:`~cloud_api.core.ledger.CAPPED_KINDS`, for the issuance queries:
+one list of the kinds that count against a worker's cap, in the core."""
 
 
 @dataclass(frozen=True)
@@ -112,8 +127,20 @@ class PointsService:
         req = self._request(db, worker, movement, approved_by=None)
         if movement.amount > self.policy.second_approver_over and req.kind in CONTROLLED_KINDS:
             pending = db.execute(
-                "SELECT id, status FROM ledger_requests WHERE key = ?", (req.key,)
+                "SELECT * FROM ledger_requests WHERE key = ?", (req.key,)
             ).fetchone()
+            if pending is not None and pending["body"] != _movement_json(movement):
+                raise Conflict(
+                    "this key was first asked for other points (a second approver's request)",
+                    code="second_approval_differs",
+                )
+            if (
+                pending is not None
+                and pending["status"] == "awaiting_second_approver"
+                and pending["requested_by"] != worker.id
+            ):
+                # A different worker approving the same movement is its second approver.
+                return self._approve_parked(db, worker, pending, now)
             if pending is None:
                 request_id = new_id("lrq")
                 db.execute(
@@ -138,14 +165,20 @@ class PointsService:
                 raise NotFound(f"no ledger request {request_id}")
             if row["status"] != "awaiting_second_approver":
                 return {"status": row["status"], "transfer_id": row["transfer_id"]}
-            movement = _movement_of(row["body"])
-            req = self._request(db, requester, movement, approved_by=approver.id)
-            transfer = self._record(db, requester, req, now, approver=approver)
-            db.execute(
-                "UPDATE ledger_requests SET status = 'approved', decided_by = ?, decided_ms = ?,"
-                " transfer_id = ? WHERE id = ?",
-                (approver.id, now, transfer.id, request_id),
-            )
+            return self._approve_parked(db, approver, row, now)
+
+    def _approve_parked(
+        self, db: sqlite3.Connection, approver: Person, row: sqlite3.Row, now: int
+    ) -> dict[str, Any]:
+        requester = _person_in(db, row["requested_by"])
+        movement = _movement_of(row["body"])
+        req = self._request(db, requester, movement, approved_by=approver.id)
+        transfer = self._record(db, requester, req, now, approver=approver)
+        db.execute(
+            "UPDATE ledger_requests SET status = 'approved', decided_by = ?, decided_ms = ?,"
+            " transfer_id = ? WHERE id = ?",
+            (approver.id, now, transfer.id, row["id"]),
+        )
         return {"status": "recorded", "transfer": transfer_json(transfer)}
 
     def resolve_hold(
@@ -248,14 +281,15 @@ class PointsService:
             return [signed_json(r) for r in signed_roots(db)]
 
     def issuance(self, worker: Person) -> list[dict[str, Any]]:
-        """Points each social worker of the community issued (credits and grants) per day,
-        against the cap — the report the insider controls promise."""
+        """Points each social worker of the community issued (the capped kinds: valuation,
+        time and skill credits, subsidy grants) per day, against the cap — the report the
+        insider controls promise."""
         rows = self.store.read(
-            "SELECT t.actor, p.display_name, t.created_ms, t.amount FROM transfers t"
+            "SELECT t.actor, p.display_name, t.created_ms, t.amount FROM transfers t"  # noqa: S608
             " JOIN people p ON p.id = t.actor WHERE p.community_id = ?"
-            " AND t.kind IN ('valuation_credit', 'subsidy_grant')"
+            f" AND t.kind IN {_CAPPED_IN}"
             " AND t.phase IN ('single', 'pending')",
-            (worker.community_id,),
+            (worker.community_id, *_CAPPED),
         )
         totals: dict[tuple[str, str, str], int] = {}
         for actor, name, created_ms, amount in rows:
@@ -362,10 +396,10 @@ class PointsService:
     ) -> Transfer:
         day_start = _day_start_ms(now_ms)
         issued = db.execute(
-            "SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE actor = ?"
-            " AND kind IN ('valuation_credit', 'subsidy_grant') AND phase IN ('single', 'pending')"
+            "SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE actor = ?"  # noqa: S608
+            f" AND kind IN {_CAPPED_IN} AND phase IN ('single', 'pending')"
             " AND created_ms >= ? AND created_ms < ?",
-            (actor.id, day_start, day_start + _DAY_MS),
+            (actor.id, *_CAPPED, day_start, day_start + _DAY_MS),
         ).fetchone()[0]
         check_insider(
             req,
