@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     terminal = sub.add_parser("terminal", parents=[common], help="run the valuation terminal")
     terminal.add_argument("--broker-url", default=None)
+    _role_arguments("valuation_terminal.cli", terminal, common)
 
     db = sub.add_parser("db", parents=[common], help="the cloud store")
     db.add_argument("action", choices=["migrate"])
@@ -112,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     contract = sub.add_parser("contract", help="the device–cloud contract")
     contract.add_argument("action", choices=["schema"])
     return parser
+
+
+def _role_arguments(
+    module: str, parser: argparse.ArgumentParser, common: argparse.ArgumentParser
+) -> None:
+    """Let a role's CLI module add its own options (skipped where its extra is not installed:
+    that command cannot run on this machine anyway)."""
+    try:
+        role = importlib.import_module(module)
+    except ModuleNotFoundError:
+        return
+    role.register(parser, common)
 
 
 def main(argv: list[str] | None = None) -> int:
