@@ -81,6 +81,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
                 *domain_jobs(store, keys, devices, policy, period_s=settings.jobs_every_s),
                 Job("auto_approve", settings.jobs_every_s, valuations.auto_approve),
                 Job("demand_snapshot", 600, valuations.snapshot_weekly),
+                Job("waiting_for_space", 5 * settings.jobs_every_s, terminal.waiting_for_space),
             ],
         )
         app.state.services = Services(

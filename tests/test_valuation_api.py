@@ -546,3 +546,63 @@ def test_a_new_policy_version_is_checked_whole_and_never_overwrites(cloud: Cloud
     assert [p["version"] for p in listed] == ["2026-11-2", old_version]
     resident = client(cloud)
     assert resident.post("/api/v1/valuation-policies", json={"text": new_text}).status_code == 401
+
+
+def test_a_proposal_sent_again_after_an_outage_gets_its_code_by_message_once(
+    cloud: CloudUnderTest,
+) -> None:
+    http = terminal_http(cloud)
+    ticket = sign_in_at_terminal(cloud, http, WANG)
+    body = proposal_body(http, [upload(http, ticket, jpeg(30))]) | {"open_now": True}
+    first = submit(http, ticket, body)  # its answer lost on the way back, say
+    assert first.status_code == 201
+    grant_id = first.json()["grant"]["grant_id"]
+
+    def messages() -> list[Any]:
+        return cloud.store.read(
+            "SELECT key FROM notifications WHERE key = ?", (f"new_code:{grant_id}",)
+        )
+
+    assert messages() == []  # the resident stood at the kiosk
+    for _ in range(2):  # the queue re-sends after the outage, without the resident
+        assert submit(http, ticket, body | {"open_now": False}).status_code == 200
+    assert len(messages()) == 1
+
+
+def test_a_proposal_that_found_no_free_door_gets_one_when_a_door_is_free(
+    cloud: CloudUnderTest,
+) -> None:
+    http = terminal_http(cloud)
+    ticket = sign_in_at_terminal(cloud, http, WANG)
+    answers = []
+    for i in range(4):  # large items: the banks have few large doors
+        body = proposal_body(http, [upload(http, ticket, jpeg(40 + i))], size="L")
+        answer = submit(http, ticket, body)
+        assert answer.status_code == 201, answer.text
+        answers.append(answer.json())
+        if answer.json()["no_grant_reason"] == "no_space":
+            break
+    waiting = answers[-1]
+    assert waiting["no_grant_reason"] == "no_space" and waiting["grant"] is None
+    assert waiting["status"] == "proposed"
+    # The resident of the first large item withdraws it: its door is free again.
+    resident = client(cloud)
+    token = resident.post("/api/v1/session", json=login_of(cloud, WANG).body(0)).json()["token"]
+    resident.headers["Authorization"] = f"Bearer {token}"
+    withdrawn = resident.post(
+        f"/api/v1/items/{answers[0]['item_id']}/withdraw", json={"reason": "changed my mind"}
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    wait_for(
+        "the waiting proposal's drop-off grant",
+        lambda: item_status(cloud, waiting["item_id"]) == "awaiting_dropoff",
+        45,
+    )
+    grant = cloud.store.read_one(
+        "SELECT id FROM grants WHERE item_id = ? AND purpose = 'dropoff' AND status = 'active'",
+        (waiting["item_id"],),
+    )
+    assert grant is not None
+    assert cloud.store.read(
+        "SELECT 1 FROM notifications WHERE key = ?", (f"new_code:{grant['id']}",)
+    )

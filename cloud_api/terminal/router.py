@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import ClientDisconnect
 
 from cloud_api.access import terminal_device
 from cloud_api.deps import ServicesDep
@@ -84,10 +85,16 @@ async def put_photo(
     """Store one photo (JPEG, at most 2 MiB) under its SHA-256."""
     resident = svc.terminal.resident(terminal, ticket)
     data = b""
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_TERMINAL_PHOTO_BYTES:
-            raise Invalid("the photo is larger than 2 MiB", field="body", code="photo_too_large")
+    try:
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_TERMINAL_PHOTO_BYTES:
+                raise Invalid(
+                    "the photo is larger than 2 MiB", field="body", code="photo_too_large"
+                )
+    except ClientDisconnect:
+        # The terminal went away mid-upload (it re-sends the whole photo later): nothing stored.
+        raise Invalid("the upload was cut off", field="body", code="upload_incomplete") from None
     if not svc.terminal.put_photo(resident, digest, data):
         response.status_code = 200
     return {"hash": digest}

@@ -32,6 +32,7 @@ from cloud_api.errors import CloudError, Conflict, Invalid, NotAuthenticated, No
 from cloud_api.grants.service import free_compartments
 from cloud_api.items.service import ItemService, grant_view
 from cloud_api.keys import CloudKeys
+from cloud_api.notify.outbox import enqueue
 from cloud_api.store import StorePort
 from cloud_api.uploads import media_type_of, photo_path, store_upload
 from cloud_api.valuations.service import ValuationService
@@ -202,6 +203,10 @@ class TerminalService:
                         code="idempotency_conflict",
                         field="proposal_id",
                     )
+                if not open_now:
+                    # Sent again after an outage: the resident may have left with "you will get
+                    # a message"; the code goes out as one (once, whatever the first answer was).
+                    self._message_code(db, known["item_id"], resident, now)
                 return False, self._answer(db, known["item_id"], resident, opened=False)
             for digest in body["photos"]:
                 if db.execute("SELECT 1 FROM uploads WHERE hash = ?", (digest,)).fetchone() is None:
@@ -258,6 +263,51 @@ class TerminalService:
             answer = self._answer(db, item_id, resident, opened=opened)
         answer["no_grant_reason"] = no_grant_reason
         return True, answer
+
+    @staticmethod
+    def _message_code(db: Any, item_id: str, resident: Person, now: int) -> None:
+        grant = db.execute(
+            "SELECT id FROM grants WHERE item_id = ? AND purpose = 'dropoff' AND status = 'active'",
+            (item_id,),
+        ).fetchone()
+        if grant is not None:
+            enqueue(
+                db,
+                person_id=resident.id,
+                kind="new_code",
+                key=f"new_code:{grant['id']}",
+                params={"grant_id": grant["id"]},
+                now_ms=now,
+            )
+
+    def waiting_for_space(self, now: int) -> int:
+        """The scheduler's job: a terminal's proposal that found no free door gets its drop-off
+        grant (and the code by message) once a fitting door is free; return how many."""
+        waiting = self.store.read(
+            "SELECT i.id, i.donor_id FROM items i JOIN valuations v ON v.item_id = i.id"
+            " WHERE i.status = 'proposed' AND NOT EXISTS (SELECT 1 FROM grants g"
+            " WHERE g.item_id = i.id AND g.purpose = 'dropoff') ORDER BY i.created_ms, i.id"
+        )
+        done = 0
+        for row in waiting:
+            donor = self.store.read_one(
+                "SELECT id, community_id, role, display_name, language FROM people WHERE id = ?",
+                (row["donor_id"],),
+            )
+            assert donor is not None
+            person = Person(
+                donor["id"],
+                donor["community_id"],
+                donor["role"],
+                donor["display_name"],
+                donor["language"],
+            )
+            try:
+                self.items.request_dropoff(person, row["id"], None, notify=True)
+            except CloudError:
+                continue  # still no room (or the item moved meanwhile)
+            done += 1
+        return done
 
     def _open(self, item_id: str, resident: Person) -> bool:
         """Send the open command once the locker holds the grant; False if it could not be."""
