@@ -4,7 +4,8 @@ Starts a broker (a private Mosquitto child process when the binary is installed,
 amqtt on 127.0.0.1 with its limits stated), the cloud on a local port with seeded demo data, and
 two locker controllers: locker-a on gpiozero's MockFactory, locker-b on the real RS485 adapter
 talking to a Kerong board simulated byte for byte on a pseudo-terminal; both banks' doors and items
-come from the same physics simulator.
+come from the same physics simulator; and the valuation terminal (terminal-1) with a simulated
+scale on a pseudo-terminal and a simulated camera taking real photographs, its kiosk on 127.0.0.1.
 With ``--scenario pickup`` it runs one pickup unattended and exits 0 only if independent checks
 confirm it (station/scenarios.py).
 """
@@ -12,6 +13,7 @@ confirm it (station/scenarios.py).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -19,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import valuation_terminal
 from cloud_api.keys import load_or_create_keys
 from cloud_api.seed import DemoSeed, seed_demo
 from cloud_api.settings import CloudSettings
@@ -29,6 +32,7 @@ from station.broker import AmqttBroker, MosquittoBroker, free_port, start_embedd
 from station.capture import MqttCapture
 from station.cloud_server import CloudServer
 from station.locker import SimulatedLocker, start_simulated_locker
+from valuation_terminal.daemon import TerminalConfig, TerminalDaemon
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +51,12 @@ class Station:
     seed: DemoSeed
     lockers: dict[str, SimulatedLocker] = field(default_factory=dict)
     capture: MqttCapture | None = None
+    terminal: TerminalDaemon | None = None
 
     def stop(self) -> None:
-        """Stop lockers, cloud, capture and broker."""
+        """Stop terminal, lockers, cloud, capture and broker."""
+        if self.terminal is not None:
+            self.terminal.stop()
         for locker in self.lockers.values():
             locker.stop()
         self.cloud.stop()
@@ -66,6 +73,7 @@ def start_station(
     keepalive_s: int = 10,
     capture: bool = False,
     boards: Mapping[str, str] = DEMO_BOARDS,
+    terminal: bool = True,
 ) -> Station:
     """Start broker, cloud and simulated lockers; return once the lockers are online.
 
@@ -108,10 +116,41 @@ def start_station(
         for locker in station.lockers.values():
             if not locker.daemon.link.wait_connected(15):
                 raise RuntimeError(f"{locker.daemon.device_id} could not reach the broker")
+        if terminal:
+            station.terminal = start_terminal(station, data_dir / seed.terminal_id)
     except BaseException:
         station.stop()
         raise
     return station
+
+
+SIM_PHOTOS = Path(valuation_terminal.__file__).resolve().parent / "sim_photos"
+"""Real photographs (package data) the simulated camera takes, in turn."""
+
+
+def start_terminal(station: Station, terminal_dir: Path) -> TerminalDaemon:
+    """The valuation terminal with a simulated scale and camera, enrolled by the seed."""
+    identity = station.seed.terminal_identity
+    assert identity is not None
+    terminal_dir.mkdir(parents=True, exist_ok=True)
+    identity.save(terminal_dir / "identity.json")
+    token_file = terminal_dir / "secrets" / "terminal_token"
+    token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token_file.unlink(missing_ok=True)  # a new token at every seeding
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(station.seed.terminal_token)
+    config = TerminalConfig(
+        data_dir=terminal_dir,
+        cloud_url=station.cloud.url,
+        scale="sim",
+        camera="sim",
+        token_file=token_file,
+        camera_options={"sources": str(SIM_PHOTOS)},
+        kiosk_port=free_port(),
+        broker_url=station.broker_address.url,
+    )
+    return TerminalDaemon(config, identity).start()
 
 
 def describe(station: Station) -> str:
@@ -128,11 +167,17 @@ def describe(station: Station) -> str:
         f"  HTTP (cloud API):  {station.cloud.url}   (API docs: {station.cloud.url}/docs)",
         f"  Resident pages:    {station.cloud.url}/signin   (phone + PIN below; 中文 / English)",
         f"  Read a code out:   {station.cloud.url}/staff/signin   (social worker + TOTP)",
+        *(
+            [f"  Valuation kiosk:   {station.terminal.kiosk.url}   (a resident gives an item)"]
+            if station.terminal is not None
+            else []
+        ),
         f"  MQTT broker:       {station.broker_address.url}   ({broker_note})",
         f"  Data directory:    {station.data_dir}",
         "  Simulated:         locker-a on GPIO (gpiozero MockFactory), locker-b on a Kerong KR-CU16",
         f"                     board on a pseudo-terminal ({station.data_dir / 'locker-b' / 'ttyRS485'});",
-        "                     doors and items by the physics simulator; no camera or terminal yet",
+        "                     doors and items by the physics simulator;",
+        "                     the valuation terminal's scale (pseudo-terminal) and camera (files)",
         "  Real:              broker, cloud HTTP app, SQLite store, TinyDB state, SQLite outboxes",
         "  Demo logins (POST /api/v1/session with login + secret; staff also totp, the 6-digit",
         "  code of an authenticator app holding the TOTP secret shown):",

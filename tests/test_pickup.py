@@ -148,9 +148,11 @@ def test_describe_names_what_is_simulated_and_how_to_sign_in() -> None:
                 "cloud": _Cloud(),
                 "seed": _Seed(),
                 "data_dir": Path("/d"),
+                "terminal": type("T", (), {"kiosk": type("K", (), {"url": "http://k:3/"})()})(),
             },
         )()  # type: ignore[arg-type]
     )
+    assert "Valuation kiosk:   http://k:3/" in text
     assert "last will never fires" in text  # amqtt's limits stated where it is used
     assert all(login.login in text for login in LOGINS)
     assert json.dumps(text)  # printable
