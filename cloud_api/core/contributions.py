@@ -44,6 +44,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
+from linli import policy_table as pt
+from linli.policy_table import PolicyError
+
 __all__ = [
     "ACTIONS",
     "KINDS",
@@ -99,10 +102,6 @@ MULTIPLIER_FACTORS: frozenset[str] = frozenset(
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 MAX_HOURS_PER_ENTRY = 24.0
 """No policy may allow more than a day in one entry."""
-
-
-class PolicyError(ValueError):
-    """A policy file that cannot be used; the message names the field."""
 
 
 class ContributionError(ValueError):
@@ -309,11 +308,6 @@ class Valuation:
 # --- the rule ------------------------------------------------------------------------------------
 
 
-def _round_half_up(x: float, step: int) -> int:
-    # round(…, 9) first: 12.5 computed as 12.499999999 must still round up
-    return math.floor(round(x / step, 9) + 0.5) * step
-
-
 def check_hours(policy: Policy, hours: object) -> float:
     """``hours`` as a float if the policy accepts it for one entry.
 
@@ -370,7 +364,7 @@ def _bounded(policy: Policy, inputs: Inputs, factors: list[Factor], lo: int, hi:
             else f"{raw:.2f} clamped to {clamped:g}",
         )
     )
-    points = _round_half_up(clamped, policy.step)
+    points = pt.round_half_up(clamped, policy.step)
     factors.append(Factor("rounding", float(points), f"{clamped:.2f} to a step of {policy.step}"))
     return Valuation(points, tuple(factors), policy.version, inputs)
 
@@ -437,67 +431,8 @@ def recompute(policy_text: str, stored_inputs: Mapping[str, Any]) -> Valuation:
 # --- policy parsing ------------------------------------------------------------------------------
 
 
-def _get(table: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in table:
-        raise PolicyError(f"{where}{key}: missing")
-    return table[key]
-
-
-def _table(table: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-    found = _get(table, key, where)
-    if not isinstance(found, dict):
-        raise PolicyError(f"{where}{key}: must be a table")
-    return found
-
-
-def _known(table: Mapping[str, Any], where: str, known: set[str]) -> None:
-    for key in table:
-        if key not in known:
-            raise PolicyError(f"{where}{key}: unknown field")
-
-
-def _number(table: Mapping[str, Any], key: str, where: str) -> float:
-    raw = _get(table, key, where)
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-        raise PolicyError(f"{where}{key}: must be a number, not {raw!r}")
-    return float(raw)
-
-
-def _positive(table: Mapping[str, Any], key: str, where: str) -> float:
-    number = _number(table, key, where)
-    if number <= 0:
-        raise PolicyError(f"{where}{key}: must be > 0, not {number:g}")
-    return number
-
-
-def _integer(table: Mapping[str, Any], key: str, where: str) -> int:
-    raw = _get(table, key, where)
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise PolicyError(f"{where}{key}: must be an integer, not {raw!r}")
-    return raw
-
-
-def _text(table: Mapping[str, Any], key: str, where: str) -> str:
-    raw = _get(table, key, where)
-    if not isinstance(raw, str) or not raw.strip():
-        raise PolicyError(f"{where}{key}: must be a non-empty string")
-    return raw
-
-
-def _points_bounds(table: Mapping[str, Any], where: str, step: int) -> tuple[int, int]:
-    lo, hi = _integer(table, "min_points", where), _integer(table, "max_points", where)
-    if lo < 0:
-        raise PolicyError(f"{where}min_points: must be ≥ 0")
-    if lo > hi:
-        raise PolicyError(f"{where}min_points: {lo} is greater than max_points {hi}")
-    for key, number in (("min_points", lo), ("max_points", hi)):
-        if number % step:
-            raise PolicyError(f"{where}{key}: {number} is not a multiple of step {step}")
-    return lo, hi
-
-
 def _choices(table: Mapping[str, Any], key: str, where: str, weight: str) -> Mapping[str, Choice]:
-    found = _table(table, key, where)
+    found = pt.table(table, key, where)
     if not found:
         raise PolicyError(f"{where}{key}: must name at least one choice")
     choices = {}
@@ -507,21 +442,21 @@ def _choices(table: Mapping[str, Any], key: str, where: str, weight: str) -> Map
             raise PolicyError(f"{where}{key}.{name}: a name is lower case letters, digits and _")
         if not isinstance(entry, dict):
             raise PolicyError(f"{where}{key}.{name}: must be a table")
-        _known(entry, at, {"name_zh", "name_en", weight})
+        pt.known(entry, at, {"name_zh", "name_en", weight})
         choices[name] = Choice(
             name,
-            _text(entry, "name_zh", at),
-            _text(entry, "name_en", at),
-            _positive(entry, weight, at),
+            pt.text(entry, "name_zh", at),
+            pt.text(entry, "name_en", at),
+            pt.positive(entry, weight, at),
         )
     return MappingProxyType(choices)
 
 
 def _hours(data: Mapping[str, Any]) -> HoursRule:
-    table = _table(data, "hours", "")
-    _known(table, "hours.", {"min", "max", "step"})
-    lo, hi = _positive(table, "min", "hours."), _positive(table, "max", "hours.")
-    step = _positive(table, "step", "hours.")
+    table = pt.table(data, "hours", "")
+    pt.known(table, "hours.", {"min", "max", "step"})
+    lo, hi = pt.positive(table, "min", "hours."), pt.positive(table, "max", "hours.")
+    step = pt.positive(table, "step", "hours.")
     if lo > hi:
         raise PolicyError(f"hours.min: {lo:g} is greater than hours.max {hi:g}")
     if hi > MAX_HOURS_PER_ENTRY:
@@ -539,34 +474,34 @@ def load_policy(text: str) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"not valid TOML: {exc}") from exc
-    _known(data, "", {"version", "step", "hours", "time", "skill"})
-    version = _text(data, "version", "")
-    step = _integer(data, "step", "")
+    pt.known(data, "", {"version", "step", "hours", "time", "skill"})
+    version = pt.text(data, "version", "")
+    step = pt.integer(data, "step", "")
     if step < 1:
         raise PolicyError("step: must be ≥ 1")
     hours = _hours(data)
 
-    time = _table(data, "time", "")
-    _known(time, "time.", {"base_rate", "min_points", "max_points", "intensity", "slots"})
-    time_lo, time_hi = _points_bounds(time, "time.", step)
+    time = pt.table(data, "time", "")
+    pt.known(time, "time.", {"base_rate", "min_points", "max_points", "intensity", "slots"})
+    time_lo, time_hi = pt.points_bounds(time, "time.", step)
     time_rule = TimeRule(
-        base_rate=_positive(time, "base_rate", "time."),
+        base_rate=pt.positive(time, "base_rate", "time."),
         min_points=time_lo,
         max_points=time_hi,
         intensities=_choices(time, "intensity", "time.", "weight"),
         slots=_choices(time, "slots", "time.", "weight"),
     )
 
-    skill = _table(data, "skill", "")
-    _known(skill, "skill.", {"base_rate", "certification", "min_points", "max_points", "skills"})
-    skill_lo, skill_hi = _points_bounds(skill, "skill.", step)
-    certification = _number(skill, "certification", "skill.")
+    skill = pt.table(data, "skill", "")
+    pt.known(skill, "skill.", {"base_rate", "certification", "min_points", "max_points", "skills"})
+    skill_lo, skill_hi = pt.points_bounds(skill, "skill.", step)
+    certification = pt.number(skill, "certification", "skill.")
     if certification < 1:
         raise PolicyError(
             f"skill.certification: must be ≥ 1 (a certificate never lowers points), not {certification:g}"
         )
     skill_rule = SkillRule(
-        base_rate=_positive(skill, "base_rate", "skill."),
+        base_rate=pt.positive(skill, "base_rate", "skill."),
         certification=certification,
         min_points=skill_lo,
         max_points=skill_hi,

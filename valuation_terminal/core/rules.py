@@ -41,6 +41,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from linli import policy_table as pt
+from linli.policy_table import PolicyError
+
 __all__ = [
     "ABSTENTION_REASONS",
     "CONDITION_GRADES",
@@ -81,10 +84,6 @@ AGE_PENALTY = 0.3
 WEIGHT_EDGE = 0.1
 WEIGHT_EDGE_CONFIDENCE = 0.7
 DEMAND_AT_BOUND = 0.9
-
-
-class PolicyError(ValueError):
-    """A policy file that cannot be used; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -314,11 +313,6 @@ class Proposal:
 # --- the rule ----------------------------------------------------------------------------
 
 
-def _round_half_up(x: float, step: int) -> int:
-    # round(…, 9) first: 12.5 computed as 12.499999999 must still round up
-    return math.floor(round(x / step, 9) + 0.5) * step
-
-
 def _abstain(policy: Policy, inputs: Inputs, reason: str, detail: str) -> Proposal:
     return Proposal(None, (), 0.0, reason, policy.version, inputs.demand, detail)
 
@@ -449,7 +443,7 @@ def value(policy: Policy, inputs: Inputs) -> Proposal:
             else f"{raw:.2f} clamped to {clamped:g}"
         )
         factors.append(Factor("clamp", clamped, clamp_reason))
-    points = _round_half_up(clamped, policy.step)
+    points = pt.round_half_up(clamped, policy.step)
     factors.append(Factor("rounding", float(points), f"{clamped:.2f} to a step of {policy.step}"))
 
     price = inputs.purchase_price_yuan
@@ -480,66 +474,21 @@ def recompute(policy_text: str, stored_inputs: Mapping[str, Any]) -> Proposal:
 # --- policy parsing ----------------------------------------------------------------------
 
 
-def _get(table: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in table:
-        raise PolicyError(f"{where}{key}: missing")
-    return table[key]
-
-
-def _number(table: Mapping[str, Any], key: str, where: str, default: float | None = None) -> float:
-    if default is not None and key not in table:
-        return default
-    raw = _get(table, key, where)
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-        raise PolicyError(f"{where}{key}: must be a number, not {raw!r}")
-    return float(raw)
-
-
-def _integer(table: Mapping[str, Any], key: str, where: str) -> int:
-    raw = _get(table, key, where)
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise PolicyError(f"{where}{key}: must be an integer, not {raw!r}")
-    return raw
-
-
-def _text(table: Mapping[str, Any], key: str, where: str) -> str:
-    raw = _get(table, key, where)
-    if not isinstance(raw, str) or not raw.strip():
-        raise PolicyError(f"{where}{key}: must be a non-empty string")
-    return raw
-
-
-def _fraction(
-    table: Mapping[str, Any], key: str, where: str, default: float | None = None
-) -> float:
-    number = _number(table, key, where, default)
-    if not 0 <= number <= 1:
-        raise PolicyError(f"{where}{key}: must be between 0 and 1, not {number:g}")
-    return number
-
-
 def _category(name: str, table: Any, step: int) -> Category:
     where = f"categories.{name}."
     if not isinstance(table, dict):
         raise PolicyError(f"categories.{name}: must be a table")
     is_bulk = "per_kg_rate" in table
-    rate = _number(table, "per_kg_rate", where) if is_bulk else None
+    rate = pt.number(table, "per_kg_rate", where) if is_bulk else None
     if rate is not None and rate <= 0:
         raise PolicyError(f"{where}per_kg_rate: must be > 0")
-    reference = _number(table, "reference_points", where, 0.0 if is_bulk else None)
+    reference = pt.number(table, "reference_points", where, 0.0 if is_bulk else None)
     if not is_bulk and reference <= 0:
         raise PolicyError(f"{where}reference_points: must be > 0")
-    depreciation = _fraction(table, "depreciation_per_year", where, 0.0 if is_bulk else None)
-    floor = _fraction(table, "floor", where, 1.0 if is_bulk else None)
-    lo_pts, hi_pts = _integer(table, "min_points", where), _integer(table, "max_points", where)
-    if lo_pts < 0:
-        raise PolicyError(f"{where}min_points: must be ≥ 0")
-    if lo_pts > hi_pts:
-        raise PolicyError(f"{where}min_points: {lo_pts} is greater than max_points {hi_pts}")
-    for key, number in (("min_points", lo_pts), ("max_points", hi_pts)):
-        if number % step:
-            raise PolicyError(f"{where}{key}: {number} is not a multiple of step {step}")
-    weights = _get(table, "weight_range_g", where)
+    depreciation = pt.fraction(table, "depreciation_per_year", where, 0.0 if is_bulk else None)
+    floor = pt.fraction(table, "floor", where, 1.0 if is_bulk else None)
+    lo_pts, hi_pts = pt.points_bounds(table, where, step)
+    weights = pt.get(table, "weight_range_g", where)
     if (
         not isinstance(weights, list)
         or len(weights) != 2
@@ -547,7 +496,7 @@ def _category(name: str, table: Any, step: int) -> Category:
         or not 0 < weights[0] < weights[1]
     ):
         raise PolicyError(f"{where}weight_range_g: must be [lo, hi] grams with 0 < lo < hi")
-    known = {
+    fields = {
         "name_zh",
         "name_en",
         "reference_points",
@@ -558,13 +507,11 @@ def _category(name: str, table: Any, step: int) -> Category:
         "weight_range_g",
         "per_kg_rate",
     }
-    for key in table:
-        if key not in known:
-            raise PolicyError(f"{where}{key}: unknown field")
+    pt.known(table, where, fields)
     return Category(
         name=name,
-        name_zh=_text(table, "name_zh", where),
-        name_en=_text(table, "name_en", where),
+        name_zh=pt.text(table, "name_zh", where),
+        name_en=pt.text(table, "name_en", where),
         reference_points=reference,
         depreciation_per_year=depreciation,
         floor=floor,
@@ -581,44 +528,47 @@ def load_policy(text: str) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"not valid TOML: {exc}") from exc
-    version = _text(data, "version", "")
-    step = _integer(data, "step", "")
+    version = pt.text(data, "version", "")
+    step = pt.integer(data, "step", "")
     if step < 1:
         raise PolicyError("step: must be ≥ 1")
 
-    demand = _get(data, "demand", "")
+    demand = pt.get(data, "demand", "")
     if not isinstance(demand, dict):
         raise PolicyError("demand: must be a table")
-    demand_min, demand_max = _number(demand, "min", "demand."), _number(demand, "max", "demand.")
+    demand_min, demand_max = (
+        pt.number(demand, "min", "demand."),
+        pt.number(demand, "max", "demand."),
+    )
     if not 0 < demand_min <= 1 <= demand_max:
         raise PolicyError(
             f"demand.min: bounds must satisfy 0 < min ≤ 1 ≤ max, not {demand_min:g}–{demand_max:g}"
         )
 
-    conditions = _get(data, "conditions", "")
+    conditions = pt.get(data, "conditions", "")
     if not isinstance(conditions, dict):
         raise PolicyError("conditions: must be a table")
     for grade in conditions:
         if grade not in CONDITION_GRADES:
             raise PolicyError(f"conditions.{grade}: unknown condition grade")
-    grades = {grade: _fraction(conditions, grade, "conditions.") for grade in CONDITION_GRADES}
+    grades = {grade: pt.fraction(conditions, grade, "conditions.") for grade in CONDITION_GRADES}
     if grades["below"] != 0:
         raise PolicyError("conditions.below: must be 0 (recycling only)")
 
-    categories = _get(data, "categories", "")
+    categories = pt.get(data, "categories", "")
     if not isinstance(categories, dict) or not categories:
         raise PolicyError("categories: must be a non-empty table")
 
-    max_age = _integer(data, "max_age_months", "")
+    max_age = pt.integer(data, "max_age_months", "")
     if max_age < 1:
         raise PolicyError("max_age_months: must be ≥ 1")
-    photos_wanted = _integer(data, "photos_wanted", "")
+    photos_wanted = pt.integer(data, "photos_wanted", "")
     if photos_wanted < 1:
         raise PolicyError("photos_wanted: must be ≥ 1")
-    max_price = _number(data, "max_purchase_price_yuan", "")
+    max_price = pt.number(data, "max_purchase_price_yuan", "")
     if max_price <= 0:
         raise PolicyError("max_purchase_price_yuan: must be > 0")
-    purchase_cap = _number(data, "purchase_cap", "")
+    purchase_cap = pt.number(data, "purchase_cap", "")
     if purchase_cap <= 0:
         raise PolicyError("purchase_cap: must be > 0")
 
