@@ -115,6 +115,22 @@ def cloud(tmp_path: Path, mosquitto: BrokerInfo) -> Iterator[CloudUnderTest]:
     running.stop()
 
 
+@pytest.fixture
+def make_cloud(tmp_path: Path, mosquitto: BrokerInfo) -> Iterator[Callable[..., CloudUnderTest]]:
+    """A factory of seeded clouds with settings overrides (``make_cloud(staleness_s=5)``), one
+    at a time per broker: two clouds on one broker take each other's MQTT session."""
+    started: list[CloudUnderTest] = []
+
+    def make(**overrides: object) -> CloudUnderTest:
+        running = CloudUnderTest(tmp_path / f"cloud-{len(started)}", mosquitto, **overrides)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.stop()
+
+
 class RecordingPublisher:
     """The cloud's publisher port (DeviceService's ``Publisher``), recording instead of sending."""
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -51,23 +49,6 @@ from station.scenarios import wait_for
 
 DEVICE = "locker-a"
 WANG, LI, ZHANG = "per_1", "per_2", "per_3"
-
-
-@pytest.fixture
-def make_cloud(tmp_path: Path, mosquitto_broker: MosquittoBroker) -> Iterator[Any]:
-    """A factory of seeded clouds with settings overrides (shorter code validity, staleness)."""
-    started: list[CloudUnderTest] = []
-
-    def make(**overrides: object) -> CloudUnderTest:
-        running = CloudUnderTest(
-            tmp_path / f"cloud-{len(started)}", mosquitto_broker.info, **overrides
-        )
-        started.append(running)
-        return running
-
-    yield make
-    for running in started:
-        running.stop()
 
 
 def person(cloud: CloudUnderTest, person_id: str) -> Person:

@@ -15,7 +15,6 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,34 +24,10 @@ from PIL import Image
 from test_settlement_scenarios import balance, event, item_status, publish_as
 
 from cloud_api.terminal.service import Terminal
-from station.broker import MosquittoBroker
 from station.scenarios import wait_for
 from valuation_terminal.core.rules import Correction, Demand, Inputs, load_policy, value
 
 WANG, LI, ZHANG, SECOND_WORKER = "per_1", "per_2", "per_3", "per_5"
-
-
-@pytest.fixture
-def cloud(tmp_path: Path, mosquitto_broker: MosquittoBroker) -> Iterator[CloudUnderTest]:
-    running = CloudUnderTest(tmp_path / "cloud", mosquitto_broker.info)
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def make_cloud(tmp_path: Path, mosquitto_broker: MosquittoBroker) -> Iterator[Any]:
-    started: list[CloudUnderTest] = []
-
-    def make(**overrides: object) -> CloudUnderTest:
-        running = CloudUnderTest(
-            tmp_path / f"cloud-{len(started)}", mosquitto_broker.info, **overrides
-        )
-        started.append(running)
-        return running
-
-    yield make
-    for running in started:
-        running.stop()
 
 
 _CLIENTS: list[httpx.Client] = []

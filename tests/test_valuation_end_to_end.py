@@ -10,8 +10,6 @@ sends (docs/terminal-api.md).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import CloudUnderTest, LockerFactory
@@ -28,17 +26,9 @@ from test_valuation_api import (
     upload,
 )
 
-from station.broker import MosquittoBroker
 from station.scenarios import wait_for
 
 WANG, ZHANG, SECOND_WORKER = "per_1", "per_3", "per_5"
-
-
-@pytest.fixture
-def cloud(tmp_path: Path, mosquitto_broker: MosquittoBroker) -> Iterator[CloudUnderTest]:
-    running = CloudUnderTest(tmp_path / "cloud", mosquitto_broker.info)
-    yield running
-    running.stop()
 
 
 @pytest.mark.slow
