@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", parents=[common], help="the whole system, simulated hardware")
-    demo.add_argument("--scenario", choices=["pickup"], default=None)
+    demo.add_argument("--scenario", choices=["pickup", "valuation"], default=None)
     demo.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto")
     demo.add_argument("--http-port", type=int, default=0, help="0 picks a free port")
 

@@ -6,7 +6,8 @@ two locker controllers: locker-a on gpiozero's MockFactory, locker-b on the real
 talking to a Kerong board simulated byte for byte on a pseudo-terminal; both banks' doors and items
 come from the same physics simulator; and the valuation terminal (terminal-1) with a simulated
 scale on a pseudo-terminal and a simulated camera taking real photographs, its kiosk on 127.0.0.1.
-With ``--scenario pickup`` it runs one pickup unattended and exits 0 only if independent checks
+With ``--scenario pickup`` it runs one pickup unattended, with ``--scenario valuation`` one item
+given at the kiosk, dropped into a locker and approved; each exits 0 only if independent checks
 confirm it (station/scenarios.py).
 """
 
@@ -35,6 +36,9 @@ from station.locker import SimulatedLocker, start_simulated_locker
 from valuation_terminal.daemon import TerminalConfig, TerminalDaemon
 
 log = logging.getLogger(__name__)
+
+SCENARIOS = ("pickup", "valuation")
+"""What ``linli demo --scenario`` runs (station/scenarios.py); ``linli/cli.py`` lists the same."""
 
 DEMO_BOARDS = {"locker-a": "gpio-4", "locker-b": "kerong-4"}
 """Which simulated hardware each demo bank runs on (station/locker.py)."""
@@ -212,8 +216,12 @@ def run(data_dir: Path, scenario: str | None, broker_kind: str, http_port: int) 
             from station.scenarios import run_pickup
 
             return run_pickup(station)
+        if scenario == "valuation":
+            from station.scenarios import run_valuation
+
+            return run_valuation(station)
         if scenario is not None:
-            print(f"unknown scenario {scenario!r}; known: pickup")
+            print(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
             return 2
         from station.keypad import serve_keypads
 

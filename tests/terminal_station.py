@@ -7,33 +7,41 @@
 - the queue (SQLite), its sender, the cloud client, and the kiosk on 127.0.0.1 over HTTP.
 
 :class:`KioskDriver` is the resident's finger: it reads the page, keeps the form's CSRF token,
-and posts what a button or a form would post.
+and posts what a button or a form would post. It lives in :mod:`station.kiosk_driver` (the
+demo's valuation scenario drives the kiosk with it) and is re-exported here for the tests and the
+bench.
 """
 
 from __future__ import annotations
 
-import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from firmware_bridge.scale import SerialScale
 from firmware_bridge.sim.scale import ScaleSim
+from station.kiosk_driver import CSRF, SCREEN, KioskDriver
 from valuation_terminal.camera import SimCamera
 from valuation_terminal.client import TerminalClient
 from valuation_terminal.kiosk import Kiosk
 from valuation_terminal.queue import ProposalQueue, Sender
+
+__all__ = [
+    "BLURRED",
+    "CSRF",
+    "PHOTOS",
+    "SCREEN",
+    "SHARP",
+    "KioskDriver",
+    "TerminalStation",
+    "start_terminal",
+]
 
 PHOTOS = Path(__file__).resolve().parent / "data" / "photos"
 SHARP = [
     PHOTOS / "originals" / name for name in ("coffee.jpg", "kde_colorfulcups.jpg", "china.jpg")
 ]
 BLURRED = PHOTOS / "derived" / "coffee.blurred.jpg"
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-SCREEN = re.compile(r'<body data-screen="([a-z_]+)">')
 
 
 @dataclass
@@ -87,51 +95,3 @@ def start_terminal(
         **options,  # type: ignore[arg-type]
     ).start()
     return TerminalStation(kiosk, queue, sender, client, scale_sim, scale, camera, data_dir)
-
-
-class KioskDriver:
-    """Drives the kiosk over HTTP as the resident's taps would."""
-
-    def __init__(self, kiosk: Kiosk | str) -> None:
-        url = kiosk if isinstance(kiosk, str) else kiosk.url
-        self.http = httpx.Client(base_url=url, follow_redirects=True, timeout=30)
-        self.html = ""
-        self.status = 0
-        self.page()
-
-    def close(self) -> None:
-        self.http.close()
-
-    @property
-    def csrf(self) -> str:
-        found = CSRF.search(self.html)
-        assert found, "no form on the page"
-        return found.group(1)
-
-    @property
-    def screen(self) -> str:
-        found = SCREEN.search(self.html)
-        return found.group(1) if found else ""
-
-    def page(self) -> str:
-        response = self.http.get("/")
-        self.status, self.html = response.status_code, response.text
-        return self.html
-
-    def post(self, action: str, *, csrf: str | None = None, **fields: str) -> str:
-        data = {"action": action, **fields}
-        token = self.csrf if csrf is None else csrf
-        if token:
-            data["csrf"] = token
-        response = self.http.post("/act", data=data)
-        self.status, self.html = response.status_code, response.text
-        return self.html
-
-    def wait_for(self, screen: str, timeout_s: float = 20.0) -> str:
-        """Reload (as the page's refresh does) until ``screen`` shows."""
-        deadline = time.monotonic() + timeout_s
-        while self.screen != screen:
-            assert time.monotonic() < deadline, f"still on {self.screen}, not {screen}"
-            time.sleep(0.3)
-            self.page()
-        return self.html
