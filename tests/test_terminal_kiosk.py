@@ -31,6 +31,7 @@ from test_pages import ALLOWED_BARE, TextNodes
 
 from linli.i18n import t
 from station.broker import free_port
+from valuation_terminal.core.explain import explain
 from valuation_terminal.core.rules import Demand, Inputs, load_policy, value
 
 WANG = ("13800000001", "246810")  # zh-CN account
@@ -217,12 +218,14 @@ def test_the_whole_drop_off_in_each_language(
         Demand(float(snapshot["factors"]["toys"]), snapshot["snapshot_id"]),
         199.0,
     )
-    expected = value(load_policy(context["policy_text"]), inputs)
+    policy = load_policy(context["policy_text"])
+    expected = value(policy, inputs)
     assert expected.points is not None and expected.abstained is None
     assert _("unit.points", language, n=expected.points) in page
-    for factor in expected.factors:
+    for factor, reason in zip(expected.factors, explain(expected, inputs, policy), strict=True):
         assert _(f"valuation.factor.{factor.name}", language) in page
-        assert factor.reason in page
+        assert _(reason.key, language, **reason.values) in page  # in the page's language
+        assert factor.reason not in page  # not the engine's English
     assert [f.name for f in expected.factors] == re.findall(
         r'data-testid="factor-([a-z_]+)"', kiosk.html
     )
@@ -233,7 +236,9 @@ def test_the_whole_drop_off_in_each_language(
     assert row.state == "done" and row.answer is not None
     grant = row.answer["grant"]
     assert _("terminal.door.open", language, door=grant["label"]) in text(kiosk.html)
-    code = re.search(r'data-testid="code"><span class="data">(\d{8})<', kiosk.html)
+    code = re.search(
+        r'data-testid="code"><span class="data" data-testid="code-digits">(\d{8})<', kiosk.html
+    )
     assert code is not None
 
     # the resident opens the unlatched door, puts the item in, closes it
@@ -258,6 +263,8 @@ def test_an_abstention_is_said_plainly_and_can_still_be_given(
     page = text(kiosk.html)
     reason = _("valuation.abstained.weight_implausible", "en")
     assert _("terminal.proposal.abstained", "en", reason=reason) in page
+    why = _("valuation.reason.abstained.weight_implausible", "en", weight=15000, lo=20, hi=10000)
+    assert why in page
     assert _("terminal.proposal.by_hand", "en") in page
     assert 'data-testid="points"' not in kiosk.html
     assert _("terminal.proposal.confirm_by_hand", "en") in page
@@ -334,7 +341,9 @@ def test_an_answer_lost_at_the_confirmation_is_asked_for_again_while_the_residen
         assert kiosk.screen == "dropoff", text(kiosk.html)
         row = terminal.queue.all()[0]
         assert row.state == "done" and _valuation(cloud, row.proposal_id) == 1
-        assert re.search(r'data-testid="code"><span class="data">\d{8}<', kiosk.html)
+        assert re.search(
+            r'data-testid="code"><span class="data" data-testid="code-digits">\d{8}<', kiosk.html
+        )
     finally:
         kiosk.close()
         terminal.stop()
@@ -386,7 +395,7 @@ def test_an_idle_session_returns_to_the_start_and_forgets_the_resident(
     sign_in(kiosk, WANG)
     kiosk.post("size", size="M")
     old_token = kiosk.csrf
-    assert '<meta http-equiv="refresh" content="121; url=/">' in kiosk.html
+    assert kiosk.http.get("/").headers["refresh"] == "121; url=/"
     clock.shift_ms += 119_000
     kiosk.page()
     assert kiosk.screen == "weigh"
@@ -396,6 +405,46 @@ def test_an_idle_session_returns_to_the_start_and_forgets_the_resident(
     assert "王阿姨" not in kiosk.html
     kiosk.post("weigh", csrf=old_token)  # a form of the forgotten session
     assert kiosk.status == 403
+
+
+def _timing(kiosk: KioskDriver) -> tuple[str, str | None, str | None]:
+    """(the page's Refresh header, its idle warning's reveal class, the seconds it says)."""
+    response = kiosk.http.get("/")
+    kiosk.status, kiosk.html = response.status_code, response.text
+    reveal = re.search(r'class="idle (idle-in-\d+)', kiosk.html)
+    seconds = re.search(
+        r'data-testid="idle-warning">.*?<span class="data">(\d+)</span>', kiosk.html, re.S
+    )
+    return (
+        response.headers["refresh"],
+        reveal.group(1) if reveal else None,
+        seconds.group(1) if seconds else None,
+    )
+
+
+def test_the_idle_warning_shows_30_seconds_before_and_more_time_keeps_the_session(
+    terminal: TerminalStation, kiosk: KioskDriver, clock: Clock
+) -> None:
+    # an untouched start screen: reloaded every 2 minutes (to clear what was typed), never faster
+    assert _timing(kiosk) == ("121; url=/", "idle-in-90", "30")
+    clock.shift_ms += 600_000
+    assert _timing(kiosk) == ("121; url=/", "idle-in-90", "30")
+    assert "<meta http-equiv" not in kiosk.html  # axe's meta-refresh rule: see kiosk.py
+    assert 'class="idle idle-in-90 quiet"' in kiosk.html  # shown only while someone types
+    sign_in(kiosk, WANG)
+    kiosk.post("size", size="M")
+    assert _timing(kiosk) == ("121; url=/", "idle-in-90", "30")
+    assert "idle-in-90 quiet" not in kiosk.html
+    clock.shift_ms += 93_000  # 27 s left: the warning at once, the refresh just after the timeout
+    assert _timing(kiosk) == ("28; url=/", "idle-in-0", "27")
+    assert _("terminal.idle.warning", "zh-CN", seconds=27) in text(kiosk.html)
+    kiosk.post("still_here")  # "I need more time": a touch, nothing else changes
+    assert kiosk.screen == "weigh" and terminal.kiosk.session.size == "M"
+    assert terminal.kiosk.session.language == "zh-CN"
+    assert _timing(kiosk) == ("121; url=/", "idle-in-90", "30")
+    clock.shift_ms += 121_000
+    kiosk.page()
+    assert kiosk.screen == "signin" and terminal.kiosk.session.resident is None
 
 
 # --- the daemon ------------------------------------------------------------------------------------

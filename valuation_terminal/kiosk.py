@@ -20,10 +20,18 @@ input, ``lang`` on the page and on each language button, a visible focus ring, o
 screen. A choice (size, category, condition) is one tap on a large button. Every screen has the
 language switch (中文 / English) and, until the proposal is confirmed, "back" and "cancel".
 
-**Waiting** for the door to be used is a ``<meta http-equiv="refresh">`` (no JavaScript): each
-refresh of the drop-off screen asks the cloud whether the locker saw the item inside. Every
-interactive screen also refreshes just after its idle timeout, so an abandoned session returns
-to the start on screen, not only at the next touch.
+**Waiting** for the door to be used is an HTTP ``Refresh`` header (no JavaScript): each refresh
+of the drop-off screen asks the cloud whether the locker saw the item inside. Every screen also
+refreshes just after its idle timeout, so an abandoned session — a name, a drop-off code — leaves
+the screen, not only at the next touch.
+
+**A time limit is announced** (WCAG 2.2.1, "extend"): :data:`IDLE_WARNING_MS` before the
+timeout, a warning appears on the screen — revealed by a CSS animation delay, so the page is not
+reloaded and nothing typed is lost — saying in how many seconds the screen returns to the start,
+with one large button, "I need more time", which counts as a touch (as often as wanted). The
+refresh is a header, not a ``<meta http-equiv="refresh">``: axe-core's ``meta-refresh`` rule
+flags every timed ``<meta>`` refresh, warned or not, while this warning is what the success
+criterion asks for (tests/test_terminal_browser.py checks it in the browser).
 
 Example:
     >>> kiosk = Kiosk(client=client, queue=queue, sender=sender, scale=scale, camera=camera)
@@ -52,6 +60,7 @@ from linli.i18n import LANGUAGES, PSEUDO, t
 from valuation_terminal.camera import Camera, CameraError
 from valuation_terminal.client import CloudRefused, CloudUnavailable, TerminalClient
 from valuation_terminal.core import flow
+from valuation_terminal.core.explain import ExplainError, Reason, explain
 from valuation_terminal.core.flow import (
     SIZES,
     Outcome,
@@ -66,8 +75,10 @@ from valuation_terminal.core.rules import (
     CONDITION_GRADES,
     Correction,
     Demand,
+    Inputs,
     Policy,
     PolicyError,
+    Proposal,
     load_policy,
     value,
 )
@@ -104,7 +115,10 @@ SECURITY_HEADERS = {
         " frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": under it a browser sends ``Origin: null`` with a same-origin form post
+    # (Fetch, "serializing a request origin"), which the origin check below must refuse. The
+    # kiosk links nowhere else, so "same-origin" gives nothing away.
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
@@ -120,6 +134,14 @@ CONDITION_KEYS: Mapping[str, str] = {
 
 REFRESH_S: Mapping[str, int] = {"sending": 1, "dropoff": 2}
 """Screens that refresh while waiting for something."""
+
+IDLE_WARNING_MS = 30_000
+"""The idle warning shows this long before a screen returns to the start (WCAG 2.2.1 asks for
+at least 20 s)."""
+WARNING_STEP_S = 5
+WARNING_MAX_S = 90
+"""The stylesheet reveals the warning after 0, 5, …, 90 s (``.idle-in-<s>``); the page shows it
+at the step before it is due (early by less than :data:`WARNING_STEP_S`), never late."""
 
 PROBLEM_SEPARATOR = {"zh-CN": "、", "en": ", "}
 
@@ -148,6 +170,20 @@ class KioskResponse:
     body: bytes
     content_type: str = "text/html; charset=utf-8"
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Idle:
+    """A page's timing: it refreshes after ``refresh_s``; its idle warning shows after
+    ``warn_in_s`` (``None``: not on this page) and says the screen returns to the start
+    ``seconds`` later."""
+
+    refresh_s: int
+    warn_in_s: int | None
+    seconds: int
+    is_quiet: bool = False
+    """On a start screen nobody touched: shown only while a field has focus (someone typing),
+    so a kiosk waiting for its next resident does not keep flashing a warning."""
 
 
 @dataclass(frozen=True)
@@ -367,8 +403,9 @@ class Kiosk:
 
     def _error(self, status: int, message: str) -> KioskResponse:
         with self._lock:
-            html = self._render("error.html", message=message, back=False, cancel=None)
-        return KioskResponse(status, html.encode())
+            idle = self._idle()
+            html = self._render("error.html", message=message, back=False, cancel=None, idle=idle)
+        return KioskResponse(status, html.encode(), headers={"Refresh": f"{idle.refresh_s}; url=/"})
 
     # --- the session -----------------------------------------------------------------------------
 
@@ -399,6 +436,8 @@ class Kiosk:
             if language not in (*LANGUAGES, PSEUDO):
                 raise StepRefused(f"unknown language {language!r}")
             self._step(flow.LanguageChosen(language))
+        elif action == "still_here":  # "I need more time": a touch, in the same language
+            self._step(flow.LanguageChosen(s.language))
         elif action == "cancel":
             self._step(flow.Cancel(secrets.token_urlsafe(24)))
         elif action == "back":
@@ -619,8 +658,26 @@ class Kiosk:
             self._expire()
             self._poll_dropoff()
             s = self._session
-            html = self._render(f"{s.screen}.html", **self._values(s))
-        return KioskResponse(200, html.encode())
+            idle = self._idle()
+            html = self._render(f"{s.screen}.html", idle=idle, **self._values(s))
+        return KioskResponse(200, html.encode(), headers={"Refresh": f"{idle.refresh_s}; url=/"})
+
+    def _idle(self) -> _Idle:
+        """When this screen refreshes, and when its idle warning shows."""
+        s = self._session
+        timeout = flow.timeout_ms(s.screen)
+        # A start screen nobody touched never expires: it is reloaded after a full timeout only
+        # to clear what may have been typed, and warns before that while someone types.
+        is_quiet = flow.expire(s, s.last_action_ms + timeout, "") is s
+        idle_ms = 0 if is_quiet else max(0, self._now_ms() - s.last_action_ms)
+        left_ms = max(0, timeout - idle_ms)
+        # Just after the timeout (a second's margin), so the refresh finds the session expired.
+        refresh_s = REFRESH_S.get(s.screen, -(-left_ms // 1000) + 1)
+        warn_s = round(max(0, left_ms - IDLE_WARNING_MS) / 1000)
+        if warn_s > WARNING_MAX_S:  # not on this page: the refresh brings it
+            return _Idle(min(refresh_s, warn_s - WARNING_MAX_S + 1), None, 0)
+        warn_s -= warn_s % WARNING_STEP_S
+        return _Idle(refresh_s, warn_s, max(1, round(left_ms / 1000) - warn_s), is_quiet)
 
     def _category_name(self, category: str | None) -> str:
         if self._context is None or category is None:
@@ -655,9 +712,14 @@ class Kiosk:
             ]
         if s.screen == "proposal" and s.valuation is not None:
             inputs, proposal = s.valuation
+            reasons = self._reasons(inputs, proposal)
             values.update(
                 proposal=proposal,
-                factors=[_shown_factor(f.name, f.value, f.reason) for f in proposal.factors],
+                factors=[
+                    _shown_factor(f.name, f.value, reasons[n] if reasons else None)
+                    for n, f in enumerate(proposal.factors)
+                ],
+                abstention=reasons[0] if proposal.abstained and reasons else None,
                 confidence=f"{proposal.confidence * 100:.0f}",
                 recycling=inputs.condition == "below",
                 photo_count=inputs.photo_count,
@@ -669,6 +731,17 @@ class Kiosk:
                 else f"{inputs.purchase_price_yuan:g}",
             )
         return values
+
+    def _reasons(self, inputs: Inputs, proposal: Proposal) -> tuple[Reason, ...]:
+        """Each factor's reason (or the abstention's) as a catalog key and its values."""
+        context = self._context
+        if context is None or context.policy.version != proposal.policy_version:
+            return ()  # the policy changed under the session: say less rather than wrong
+        try:
+            return explain(proposal, inputs, context.policy)
+        except ExplainError as exc:
+            log.error("the proposal cannot be explained: %s", exc)
+            return ()
 
     def _render(self, template: str, **values: Any) -> str:
         s = self._session
@@ -682,9 +755,6 @@ class Kiosk:
         problem = None
         if s.problem is not None:
             problem = self._problem_text(s.problem, translate)
-        # Waiting screens refresh often; every other screen just after its idle timeout, so an
-        # abandoned screen returns to the start (and a half-typed phone number is cleared).
-        refresh = REFRESH_S.get(s.screen, flow.timeout_ms(s.screen) // 1000 + 1)
         context: dict[str, Any] = {
             "back": s.back is not None,
             "cancel": None
@@ -695,13 +765,14 @@ class Kiosk:
         return _env.get_template(template).render(
             _=translate,
             data=data,
+            reason_values=_reason_values,
             lang=language if language in LANGUAGES else "en",
             language=language,
             screen=s.screen,
             resident=s.resident,
             csrf=s.token,
+            confirmed=s.is_confirmed,
             problem=problem,
-            refresh_s=refresh,
             **context,
         )
 
@@ -717,12 +788,18 @@ class Kiosk:
         return translate(problem.key)
 
 
-def _shown_factor(name: str, factor_value: float, reason: str) -> dict[str, str]:
+def _reason_values(reason: Reason) -> dict[str, Markup]:
+    """A reason's values, each marked as a value for the pseudo-locale test."""
+    return {name: data(text) for name, text in reason.values.items()}
+
+
+def _shown_factor(name: str, factor_value: float, reason: Reason | None) -> dict[str, Any]:
     """A factor as the proposal screen lists it: its name, its value written for people, and
-    the engine's reason."""
+    its reason (a catalog key and values, :mod:`valuation_terminal.core.explain`), said in the
+    page's language."""
     if name in ("depreciation", "condition", "demand", "correction", "bulk_rate"):
         shown = f"× {round(factor_value, 3):g}"
-    elif name == "reference" and "kg" in reason:
+    elif reason is not None and reason.key == "valuation.reason.reference.bulk":
         shown = f"{round(factor_value, 3):g} kg"
     else:
         shown = f"{round(factor_value, 2):g}"

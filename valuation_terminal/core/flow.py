@@ -113,7 +113,7 @@ IDLE_TIMEOUT_MS: Final = 120_000
 
 SCREEN_TIMEOUT_MS: Final[Mapping[Screen, int]] = {
     "submitted": 60_000,
-    "thanks": 15_000,
+    "thanks": 45_000,  # WCAG 2.2.1: the 30 s warning must have at least 20 s to be read
 }
 """Screens that return to the start sooner than :data:`IDLE_TIMEOUT_MS` (after the answer)."""
 
