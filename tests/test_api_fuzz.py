@@ -62,7 +62,7 @@ def _operations() -> list[tuple[str, str]]:
 
 OPERATIONS = _operations()
 
-EXAMPLES_ADMITTED = 30
+EXAMPLES_ADMITTED = 20
 """Examples per operation for a caller its access admits (public operations: every caller)."""
 EXAMPLES_REFUSED = 4
 """Examples per operation for a caller refused before the request is read (401/403)."""

@@ -1,4 +1,4 @@
-"""The cloud API killed with SIGKILL at random while it writes points, 50 times: after each kill
+"""The cloud API killed with SIGKILL at random while it writes points, 30 times: after each kill
 every acknowledged write is in the store, no transaction is half done, and ``ledger verify``
 passes (tests/ledger_crash_rig.py; 500 trials in bench/ledger_crash.py)."""
 
@@ -10,7 +10,7 @@ from ledger_crash_rig import run_trials
 
 from station.broker import BrokerInfo
 
-TRIALS = 50
+TRIALS = 30
 
 
 def test_kill_9_at_random_loses_no_acknowledged_write_and_leaves_no_half_transaction(
