@@ -37,6 +37,7 @@ from test_api_fuzz import (
     Outcome,
     is_admitted,
     known_path_values,
+    terminal_credentials,
 )
 
 from cloud_api.seed import LOGINS
@@ -91,7 +92,8 @@ def main() -> int:
         with MosquittoBroker(base / "mosquitto") as broker:
             cloud = CloudUnderTest(base / "cloud", broker.info)
             try:
-                fuzz = ApiFuzz(cloud.url, sign_in_all(cloud.url), known_path_values(cloud.store))
+                tokens = sign_in_all(cloud.url) | terminal_credentials(cloud)
+                fuzz = ApiFuzz(cloud.url, tokens, known_path_values(cloud.store))
                 started = time.perf_counter()
                 for method, path in OPERATIONS:
                     label = f"{method} {path}"

@@ -40,7 +40,9 @@ from cloud_api.store import Store
 
 RESIDENT_1 = LOGINS[0]
 SCHEMA = schemathesis.openapi.from_dict(OPENAPI)
-ROLES: tuple[str | None, ...] = ("resident", "social_worker", "maintainer", None)
+ROLES: tuple[str | None, ...] = ("resident", "social_worker", "maintainer", "terminal", None)
+"""Callers: a person of each role (a session), the valuation terminal (its token, and a
+resident's ticket), and nobody."""
 ACCESS: dict[tuple[str, str], Access | str] = {(m, p): a for m, p, a in ROUTES}
 ERROR_KEYS = {"code", "message", "field"}
 
@@ -143,7 +145,10 @@ class ApiFuzz:
     def call(self, case: Case[Any], role: str | None) -> Outcome:
         """Send the case as ``role`` (None: without a session) and judge the answer."""
         case.headers.pop("Authorization", None)  # generated from the security scheme
-        if role is not None:
+        if role == "terminal":
+            case.headers["Authorization"] = f"Terminal {self.tokens['terminal']}"
+            case.headers.setdefault("Linli-Ticket", self.tokens["ticket"])
+        elif role is not None:
             case.headers["Authorization"] = f"Bearer {self.tokens[role]}"
         started = time.perf_counter()
         response = case.call(base_url=self.base_url, session=self.session, timeout=10)
@@ -160,6 +165,19 @@ class ApiFuzz:
 def _parameters(method: str, path: str) -> list[dict[str, Any]]:
     parameters: list[dict[str, Any]] = OPENAPI["paths"][path][method.lower()].get("parameters", [])
     return parameters
+
+
+def terminal_credentials(cloud: CloudUnderTest) -> dict[str | None, str]:
+    """The valuation terminal's caller: its token, and Auntie Wang's ticket from its kiosk."""
+    terminal = f"{cloud.seed.terminal_id}:{cloud.seed.terminal_token}"
+    at_kiosk = requests.post(
+        f"{cloud.url}/api/v1/terminal/signin",
+        json={"phone": RESIDENT_1.login, "pin": RESIDENT_1.secret},
+        headers={"Authorization": f"Terminal {terminal}"},
+        timeout=10,
+    )
+    assert at_kiosk.status_code == 200, at_kiosk.text
+    return {"terminal": terminal, "ticket": at_kiosk.json()["ticket"]}
 
 
 def known_path_values(store: Store) -> dict[str, str]:
@@ -179,6 +197,7 @@ def fuzz_api(fuzz_cloud: tuple[CloudUnderTest, Any, dict[str, str]]) -> Iterator
     assert signed_in.status_code == 200, signed_in.text
     by_role: dict[str | None, str] = {role: token for role, token in tokens.items()}
     by_role["resident"] = signed_in.json()["token"]
+    by_role |= terminal_credentials(cloud)
     fuzz = ApiFuzz(cloud.url, by_role, known_path_values(cloud.store))
     yield fuzz
     fuzz.session.close()
