@@ -284,12 +284,16 @@ class TerminalService:
         """The scheduler's job: a terminal's proposal that found no free door gets its drop-off
         grant (and the code by message) once a fitting door is free; return how many."""
         waiting = self.store.read(
-            "SELECT i.id, i.donor_id FROM items i JOIN valuations v ON v.item_id = i.id"
+            "SELECT i.id, i.donor_id, i.community_id, i.size FROM items i"
+            " JOIN valuations v ON v.item_id = i.id"
             " WHERE i.status = 'proposed' AND NOT EXISTS (SELECT 1 FROM grants g"
             " WHERE g.item_id = i.id AND g.purpose = 'dropoff') ORDER BY i.created_ms, i.id"
         )
         done = 0
         for row in waiting:
+            with self.store.snapshot() as db:  # a read first: no write lock while all is full
+                if not free_compartments(db, row["community_id"], row["size"]):
+                    continue
             donor = self.store.read_one(
                 "SELECT id, community_id, role, display_name, language FROM people WHERE id = ?",
                 (row["donor_id"],),
