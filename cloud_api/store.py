@@ -531,6 +531,80 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX contributions_by_status ON contributions (community_id, status);
     """,
+    # v7 (issue #10): alerts that reach a person (one open alert per cause, a tracking code, a
+    # response clock by severity, every action kept), who is on call, how staff are reached, and
+    # the console's switches with each change recorded.
+    """
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        community_id TEXT NOT NULL REFERENCES communities(id),
+        tracking_code TEXT NOT NULL UNIQUE,
+        rule TEXT NOT NULL,
+        severity TEXT NOT NULL CHECK (severity IN ('red', 'yellow', 'blue')),
+        cause_key TEXT NOT NULL,
+        device_id TEXT REFERENCES devices(id),
+        compartment TEXT,
+        status TEXT NOT NULL CHECK (status IN ('open', 'acknowledged', 'resolved')),
+        escalation_level INTEGER NOT NULL DEFAULT 0,
+        assigned_to TEXT REFERENCES people(id),
+        detail TEXT NOT NULL DEFAULT '{}',
+        opened_ms INTEGER NOT NULL,
+        due_ms INTEGER NOT NULL,
+        acknowledged_ms INTEGER,
+        acknowledged_by TEXT REFERENCES people(id),
+        cleared_ms INTEGER,
+        resolved_ms INTEGER,
+        resolved_by TEXT REFERENCES people(id),
+        resolution TEXT
+    );
+    CREATE UNIQUE INDEX alerts_one_live_per_cause ON alerts (cause_key)
+        WHERE status != 'resolved';
+    CREATE INDEX alerts_by_status ON alerts (community_id, status, opened_ms);
+    CREATE TABLE alert_actions (
+        id TEXT PRIMARY KEY,
+        alert_id TEXT NOT NULL REFERENCES alerts(id),
+        action TEXT NOT NULL,
+        by_person TEXT REFERENCES people(id),
+        note TEXT,
+        at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX alert_actions_by_alert ON alert_actions (alert_id, at_ms);
+    CREATE TRIGGER alert_actions_no_update BEFORE UPDATE ON alert_actions
+        BEGIN SELECT RAISE(ABORT, 'alert actions are immutable'); END;
+    CREATE TRIGGER alert_actions_no_delete BEFORE DELETE ON alert_actions
+        BEGIN SELECT RAISE(ABORT, 'alert actions are immutable'); END;
+    CREATE TABLE on_call (
+        id TEXT PRIMARY KEY,
+        community_id TEXT NOT NULL REFERENCES communities(id),
+        person_id TEXT NOT NULL REFERENCES people(id),
+        rank INTEGER NOT NULL CHECK (rank >= 0),
+        starts_ms INTEGER NOT NULL,
+        ends_ms INTEGER,
+        created_by TEXT NOT NULL REFERENCES people(id),
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX on_call_by_community ON on_call (community_id, rank, starts_ms);
+    CREATE TABLE staff_contacts (
+        person_id TEXT PRIMARY KEY REFERENCES people(id),
+        phone TEXT NOT NULL,
+        notify_channel TEXT NOT NULL DEFAULT 'sms',
+        wechat_openid TEXT
+    );
+    CREATE TABLE setting_changes (
+        id TEXT PRIMARY KEY,
+        community_id TEXT NOT NULL REFERENCES communities(id),
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        changed_by TEXT NOT NULL REFERENCES people(id),
+        changed_ms INTEGER NOT NULL
+    );
+    CREATE INDEX setting_changes_latest ON setting_changes (community_id, name, changed_ms);
+    CREATE TRIGGER setting_changes_no_update BEFORE UPDATE ON setting_changes
+        BEGIN SELECT RAISE(ABORT, 'setting changes are immutable'); END;
+    CREATE TRIGGER setting_changes_no_delete BEFORE DELETE ON setting_changes
+        BEGIN SELECT RAISE(ABORT, 'setting changes are immutable'); END;
+    """,
 ]
 
 

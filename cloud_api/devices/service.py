@@ -17,6 +17,7 @@ import logging
 import sqlite3
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Protocol
 
 from cloud_api.errors import Conflict, DeviceUnavailable, NotFound
@@ -58,6 +59,13 @@ LAST_SEEN_EVERY_MS = 60_000
 minutes by the scheduler; seconds by the in-memory watchdog)."""
 
 
+DeviceListener = Callable[[str, str, object], None]
+"""Told, after the store has it, of what a device said or how it went: ``(device_id, what,
+message)`` where ``what`` is a topic name (``evt``, ``state``, ``status``, ``tele``,
+``cfg/reported``, ``res``) with its parsed message, or ``lost`` / ``heard_again`` (message
+``None``). Listeners run on the bridge's worker thread and must be quick (alerts, the live view)."""
+
+
 class Publisher(Protocol):
     """Where the cloud publishes to devices (the MQTT bridge)."""
 
@@ -96,6 +104,18 @@ class DeviceService:
         self.telemetry: dict[str, dict[str, object]] = {}
         self._logged_refusals: set[tuple[str, str, str]] = set()
         self._seen_written: dict[str, int] = {}
+        self._listeners: list[DeviceListener] = []
+
+    def listen(self, listener: DeviceListener) -> None:
+        """Call ``listener`` after each device message is applied (see :data:`DeviceListener`)."""
+        self._listeners.append(listener)
+
+    def _tell(self, device_id: str, what: str, message: object) -> None:
+        for listener in self._listeners:
+            try:
+                listener(device_id, what, message)
+            except Exception:  # a listener's bug must never stop the ingest of device messages
+                log.exception("a device listener failed on %s from %s", what, device_id)
 
     @property
     def broker_connected(self) -> bool:
@@ -142,6 +162,8 @@ class DeviceService:
                 self._on_telemetry(message)
         except (Conflict, NotFound) as exc:
             self._refuse(device_id, spec.name, type(exc).__name__.lower())
+            return
+        self._tell(device_id, spec.name, message)
 
     def _refuse(self, device_id: str, name: str, reason: str) -> None:
         self.refused[reason] += 1
@@ -170,6 +192,7 @@ class DeviceService:
                     (self._now(), device_id),
                 )
         log.info("device %s is heard from again", device_id)
+        self._tell(device_id, "heard_again", None)
 
     def check_liveness(self) -> list[str]:
         """Mark online devices silent for over 1.5 × keepalive as lost; return them.
@@ -198,6 +221,7 @@ class DeviceService:
             if changed:
                 lost.append(device_id)
                 log.warning("device %s lost: silent for over 1.5 × keepalive", device_id)
+                self._tell(device_id, "lost", None)
         return lost
 
     def _on_status(self, status: Status) -> None:

@@ -17,8 +17,11 @@ from cloud_api.accounts.service import Person
 from cloud_api.errors import CloudError, NotFound
 from cloud_api.items.service import grant_view
 from cloud_api.pages.web import (
+    LANG_COOKIE,
+    LANG_MAX_AGE_S,
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
+    PageRedirect,
     check_csrf,
     check_signin_csrf,
     csrf_for,
@@ -29,9 +32,12 @@ from cloud_api.pages.web import (
     signed_in,
     signin_form,
 )
+from linli.i18n import LANGUAGES, PSEUDO
 from linli.ids import new_id
 
 router = APIRouter(include_in_schema=False)
+STAFF_HOME = {"social_worker": "/staff", "maintainer": "/maint"}
+"""Where each staff role lands after signing in (the social worker's and maintainer's consoles)."""
 IdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 CsrfField = Annotated[str, Form(max_length=64)]
 
@@ -40,7 +46,22 @@ def _worker(request: Request) -> tuple[Person, str]:
     return signed_in(request, "social_worker", "/staff/signin")
 
 
-def _page(request: Request, template: str, worker: Person, token: str, **context: Any) -> Response:
+def staff_of(request: Request) -> tuple[Person, str]:
+    """The social worker or maintainer behind the session cookie, or a redirect to sign in."""
+    token = request.cookies.get(SESSION_COOKIE)
+    for role in STAFF_HOME:
+        try:
+            return signed_in(request, role, "/staff/signin")
+        except PageRedirect:
+            if not token:
+                raise
+    raise PageRedirect("/staff/signin")
+
+
+def console_page(
+    request: Request, template: str, worker: Person, token: str, **context: Any
+) -> Response:
+    """A console page (``console_base.html``) in the worker's language, with the CSRF token."""
     return render(
         request,
         template,
@@ -49,6 +70,40 @@ def _page(request: Request, template: str, worker: Person, token: str, **context
         csrf=csrf_for(request, token),
         **context,
     )
+
+
+_page = console_page
+
+
+@router.post("/staff/language")
+def staff_language(
+    request: Request,
+    language: Annotated[str, Form(max_length=16)],
+    csrf: CsrfField = "",
+    back: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Choose the console's language: kept on the account and in a cookie."""
+    worker, token = staff_of(request)
+    check_csrf(request, token, csrf)
+    if language in LANGUAGES:
+        request.app.state.services.accounts.set_language(worker, language)
+    home = STAFF_HOME[worker.role]
+    safe = back.startswith(("/staff", "/maint")) and "//" not in back
+    response = redirect(back if safe else home)
+    if language in (*LANGUAGES, PSEUDO):
+        set_cookie(response, LANG_COOKIE, language, LANG_MAX_AGE_S)
+    return response
+
+
+@router.post("/staff/signout")
+def staff_signout(request: Request, csrf: CsrfField = "") -> Response:
+    """End a worker's session."""
+    _, token = staff_of(request)
+    check_csrf(request, token, csrf)
+    request.app.state.services.accounts.sign_out(token)
+    response = redirect("/staff/signin")
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+    return response
 
 
 @router.get("/staff/signin", response_class=HTMLResponse)
@@ -65,7 +120,8 @@ def staff_signin(
     totp: Annotated[str, Form(max_length=8)],
     csrf: CsrfField = "",
 ) -> Response:
-    """Sign in a social worker (password and TOTP, throttled like every sign-in)."""
+    """Sign in a social worker or a maintainer (password and TOTP, throttled like every
+    sign-in); each lands on their console."""
     check_signin_csrf(request, csrf)
     services = request.app.state.services
     address = request.client.host if request.client else "unknown"
@@ -75,11 +131,11 @@ def staff_signin(
         )
     except CloudError:
         person, token = None, None
-    if person is None or token is None or person.role != "social_worker":
+    if person is None or token is None or person.role not in STAFF_HOME:
         if token is not None:
             services.accounts.sign_out(token)
         return signin_form(request, "staff_signin.html", "page.staff.signin_failed", 401)
-    response = redirect("/staff/read-code")
+    response = redirect(STAFF_HOME[person.role])
     set_cookie(response, SESSION_COOKIE, token, SESSION_MAX_AGE_S)
     return response
 

@@ -48,6 +48,14 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
+CONSOLE_SCRIPT_HEADERS = SECURITY_HEADERS | {
+    "Content-Security-Policy": SECURITY_HEADERS["Content-Security-Policy"].replace(
+        "script-src 'none'", "script-src 'self'; connect-src 'self'"
+    )
+}
+"""A console page that runs our own script (the maintainer's live view: ``/static/live.js``,
+server-sent events to the same origin). No inline script, no other origin, still no framing."""
+
 _env = Environment(
     loader=PackageLoader("cloud_api.pages", "templates"),
     autoescape=select_autoescape(["html"]),
@@ -176,9 +184,11 @@ def render(
     person: Person | None = None,
     staff: Person | None = None,
     csrf: str = "",
+    scripts: bool = False,
     **context: Any,
 ) -> HTMLResponse:
-    """Render a page with the catalog, the formatters and the security headers."""
+    """Render a page with the catalog, the formatters and the security headers (``scripts``:
+    the page may load our own scripts, :data:`CONSOLE_SCRIPT_HEADERS`)."""
 
     def translate(key: str, **values: Any) -> Markup | str:
         # The catalog's text is escaped, then values are put in, each escaped unless it is
@@ -200,7 +210,8 @@ def render(
         data=data,
         **context,
     )
-    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+    headers = CONSOLE_SCRIPT_HEADERS if scripts else SECURITY_HEADERS
+    return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
 def redirect(location: str) -> RedirectResponse:

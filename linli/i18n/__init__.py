@@ -25,11 +25,26 @@ at once any text that did not come from the catalog (a hard-coded string)."""
 
 @cache
 def catalog(language: str) -> dict[str, str]:
-    """Load the catalog of one language."""
+    """Load the catalog of one language: ``{language}.json`` and its parts ``{language}.*.json``
+    (one part per area, e.g. ``en.console.json``), merged; a key defined twice is an error."""
     if language not in LANGUAGES:
         raise KeyError(f"no catalog for {language!r}")
-    text = resources.files(__package__).joinpath(f"{language}.json").read_text(encoding="utf-8")
-    data: dict[str, str] = json.loads(text)
+    files = resources.files(__package__)
+    parts = sorted(
+        entry.name
+        for entry in files.iterdir()
+        if entry.name.startswith(f"{language}.")
+        and entry.name.endswith(".json")
+        and entry.name != f"{language}.json"
+    )
+    names = [f"{language}.json", *parts]
+    data: dict[str, str] = {}
+    for name in names:
+        part: dict[str, str] = json.loads(files.joinpath(name).read_text(encoding="utf-8"))
+        twice = data.keys() & part.keys()
+        if twice:
+            raise ValueError(f"catalog keys defined twice ({name}): {sorted(twice)[:5]}")
+        data.update(part)
     return data
 
 
