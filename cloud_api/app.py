@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud_api.accounts.router import router as accounts_router
 from cloud_api.accounts.service import AccountService
+from cloud_api.alerts.router import router as alerts_router
+from cloud_api.alerts.service import AlertService
 from cloud_api.api import router
 from cloud_api.contributions.router import router as contributions_router
 from cloud_api.contributions.service import ContributionService
@@ -29,6 +31,7 @@ from cloud_api.items.service import ItemService
 from cloud_api.keys import load_or_create_keys
 from cloud_api.mqtt_bridge import CloudBridge
 from cloud_api.notify.service import NotifyWorker, notify_jobs
+from cloud_api.pages.alerts import router as alerts_pages_router
 from cloud_api.pages.router import router as pages_router
 from cloud_api.pages.staff import router as staff_pages_router
 from cloud_api.pages.web import CsrfRefused, PageRedirect, language_of, redirect, render
@@ -74,6 +77,10 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
         terminal = TerminalService(
             store, keys, the_clock, accounts, items, valuations, devices, settings.data_dir
         )
+        alerts = AlertService(
+            store, the_clock, offline_grace_ms=settings.alert_offline_grace_s * 1000
+        )
+        devices.listen(alerts.on_device)
         scheduler = Scheduler(
             store,
             the_clock,
@@ -82,6 +89,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
                 Job("auto_approve", settings.jobs_every_s, valuations.auto_approve),
                 Job("demand_snapshot", 600, valuations.snapshot_weekly),
                 Job("waiting_for_space", 5 * settings.jobs_every_s, terminal.waiting_for_space),
+                *alerts.jobs(settings.jobs_every_s),
             ],
         )
         app.state.services = Services(
@@ -96,6 +104,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
             valuations=valuations,
             terminal=terminal,
             scheduler=scheduler,
+            alerts=alerts,
             data_dir=settings.data_dir,
         )
 
@@ -195,7 +204,9 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
     app.include_router(grants_router)
     app.include_router(valuations_router)
     app.include_router(terminal_router)
+    app.include_router(alerts_router)
     app.include_router(pages_router)
     app.include_router(staff_pages_router)
+    app.include_router(alerts_pages_router)
     app.mount("/static", StaticFiles(packages=[("cloud_api.pages", "static")]), name="static")
     return app

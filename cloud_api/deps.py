@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from cloud_api.access import ROLES, STAFF, allow, public
 from cloud_api.accounts.service import AccountService, Person
+from cloud_api.alerts.service import AlertService
 from cloud_api.contributions.service import ContributionService
 from cloud_api.devices.service import DeviceService
 from cloud_api.items.service import ItemService
@@ -37,6 +38,7 @@ class Services:
     valuations: ValuationService
     terminal: TerminalService
     scheduler: Scheduler
+    alerts: AlertService
     data_dir: Path
 
 

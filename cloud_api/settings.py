@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloud_api.core.notify import KINDS
@@ -45,6 +45,9 @@ class CloudSettings(BaseSettings):
     """How long the cloud waits for a silent device's reports before settling an expired or
     cancelled grant without them (docs/decisions/0016-domain-and-settlement.md)."""
     jobs_every_s: float = Field(default=1.0, gt=0, le=3600)
+    alert_offline_grace_s: int = Field(default=300, ge=0, le=86400)
+    """How long a device may be offline or lost before an ``offline`` alert opens (a restart
+    must not page anyone; docs/decisions/0022-alerts.md)."""
 
     # Valuation (issue #9): auto-approval is off unless a threshold is set; the learned
     # per-category correction is on, within ± correction_bound.
@@ -54,6 +57,23 @@ class CloudSettings(BaseSettings):
     corrections_enabled: bool = True
     correction_bound: float = Field(default=0.2, gt=0, lt=1)
     photos_min: int = Field(default=1, ge=1, le=10)
+
+    # --- metrics (issue #10; docs/decisions/0023-metrics.md) -----------------------------------
+    metrics_token: str = Field(default="", repr=False)
+    """The bearer token Prometheus must send to ``GET /metrics`` (``LINLI_METRICS_TOKEN``).
+    Empty (the default): no metrics, the route answers 404. Otherwise at least 32 printable
+    characters without spaces, e.g. ``openssl rand -hex 32``."""
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_is_strong(cls, value: str) -> str:
+        """A short, spaced or placeholder token stops start-up (never a guessable one)."""
+        if value and (len(value) < 32 or not all("!" <= ch <= "~" for ch in value)):
+            raise ValueError(
+                "LINLI_METRICS_TOKEN must be empty (metrics off) or at least 32 printable"
+                " characters without spaces (openssl rand -hex 32)"
+            )
+        return value
 
     def policy(self) -> Policy:
         """The item lifecycle's time limits."""

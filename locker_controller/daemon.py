@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,6 +101,18 @@ class _Stop:
     pass
 
 
+def disk_free_pct(path: Path) -> float | None:
+    """Free space of the file system holding ``path``, in percent of its size (one decimal),
+    or None when it cannot be read (telemetry ``disk_free_pct``: the cloud alerts below 10 %)."""
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError:
+        return None
+    if usage.total <= 0:
+        return None
+    return round(100.0 * usage.free / usage.total, 1)
+
+
 class LockerDaemon:
     """The controller of one locker bank.
 
@@ -128,6 +141,7 @@ class LockerDaemon:
         self._inbox: queue.Queue[object] = queue.Queue()
         self._bus = make_bus(self._inbox.put)
         self._bus.all_off()  # first thing: nothing energized, whatever happened before
+        self._data_dir = data_dir
         self._outbox = Outbox(data_dir / "outbox.sqlite3")
         self._previous_boot = self._outbox.begin_boot(self.boot_id)
         self._store = StateStore(data_dir / "state.json")
@@ -496,5 +510,6 @@ class LockerDaemon:
                 clock_trust=trust,
                 guarded=is_guarded(self._state, wall_ms),
                 reported_through_ms=self._reported_through_ms(wall_ms, trust),
+                disk_free_pct=disk_free_pct(self._data_dir),
             )
             self._link.publish("tele", encode(tele))

@@ -100,7 +100,7 @@ EXAMPLES: dict[str, Builder] = {
     "ack": lambda d, k, kid, now: _message(Ack, device_id=d, boot_id=BOOT, seq=7),
     "tele": lambda d, k, kid, now: _message(
         Telemetry, device_id=d, boot_id=BOOT, uptime_s=100, outbox_depth=3, grant_list_age_s=60,
-        cpu_temp_c=48.5, throttled=0,
+        cpu_temp_c=48.5, throttled=0, disk_free_pct=41.5,
     ),
     "cmd": lambda d, k, kid, now: json.loads(sign_body(k, kid, command_body(d, now))),
     "res": lambda d, k, kid, now: _message(CommandResult, device_id=d, cmd_id="cmd_1", ok=False, reason="jammed"),

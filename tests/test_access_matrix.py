@@ -280,6 +280,9 @@ def ours(store: Store) -> Ids:
         add("case", "SELECT id FROM cases WHERE community_id = ?")
     if _has_table(store, "contributions"):
         add("contribution", "SELECT id FROM contributions WHERE community_id = ?")
+    if _has_table(store, "alerts"):
+        add("alert", "SELECT id FROM alerts WHERE community_id = ?")
+        add("on-call shift", "SELECT id FROM on_call WHERE community_id = ?")
     for phone in _phones(store, COMMUNITY):
         found[phone] = "a phone number of ours"
     return Ids(found)
@@ -396,6 +399,9 @@ PATH_VALUES: dict[str, Callable[[Store], PathValue | None]] = {
     "case_id": _community_object(
         f"SELECT id FROM cases WHERE community_id = '{COMMUNITY}' ORDER BY created_ms LIMIT 1"  # noqa: S608
     ),
+    # The alert and the on-call shift add_matrix_alerts writes.
+    "alert_id": _community_object("SELECT id FROM alerts WHERE id = 'alr_mx_ajar'"),
+    "shift_id": _community_object("SELECT id FROM on_call WHERE id = 'onc_mx_liu'"),
 }
 """Path parameter name → its value in the seeded state. A route with a parameter not named here
 (or in :data:`ROUTE_PATH_VALUES`) fails the matrix with a message naming it."""
@@ -550,6 +556,9 @@ BODY_OVERRIDES: dict[tuple[str, str], BodyOverride] = {
     ),
     ("POST", "/api/v1/residents/search"): {"q": "0001"},
     ("POST", "/api/v1/residents/{person_id}/phone"): {"phone": "13900000078", "reason": "matrix"},
+    # Chen (a social worker of ours) on call as the backup; a staff member's own phone.
+    ("POST", "/api/v1/on-call"): {"person_id": "per_5", "rank": 1},
+    ("PUT", "/api/v1/staff/me/contact"): {"phone": "13900000088"},
 }
 """(method, path) → fields merged over the generated minimal body (or a function of the context
 and the caller giving the whole body)."""
@@ -1003,6 +1012,26 @@ def add_matrix_contributions(store: Store) -> None:
             )
 
 
+def add_matrix_alerts(store: Store) -> None:
+    """An open yellow alert of locker-a (door A1 left open; due in days, so no escalation job
+    changes it during the run) and Liu on call at rank 0, written as rows (the alerts' own tests
+    open them from device messages)."""
+    now = now_ms()
+    with store.write() as db:
+        db.execute(
+            "INSERT INTO alerts (id, community_id, tracking_code, rule, severity, cause_key,"
+            " device_id, compartment, status, opened_ms, due_ms) VALUES ('alr_mx_ajar', ?,"
+            " 'Y-0101-901', 'door_ajar', 'yellow', 'door_ajar:locker-a:A1', 'locker-a', 'A1',"
+            " 'open', ?, ?)",
+            (COMMUNITY, now, now + 3 * DAY_MS),
+        )
+        db.execute(
+            "INSERT INTO on_call (id, community_id, person_id, rank, starts_ms, created_by,"
+            " created_ms) VALUES ('onc_mx_liu', ?, 'per_4', 0, ?, 'per_4', ?)",
+            (COMMUNITY, now, now),
+        )
+
+
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     if mosquitto_binary() is None:
@@ -1052,6 +1081,7 @@ def _set_up(cloud: CloudUnderTest, http: httpx.Client, base: Path) -> Matrix:
     add_matrix_items(store)
     add_matrix_contributions(store)
     add_terminal_proposal(cloud)
+    add_matrix_alerts(store)
     reported = http.post(
         "/api/v1/items/itm_mx_picked/problem",
         json={"problem": "damaged"},

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
 from schemathesis.core.result import Err
-from test_access_matrix import OPENAPI, ROUTES, seeded_path_values
+from test_access_matrix import OPENAPI, ROUTES, add_matrix_alerts, seeded_path_values
 from test_fuzz import fuzz_cloud  # noqa: F401 (the fixture: a seeded cloud and a token per role)
 
 from cloud_api.access import Access
@@ -198,6 +198,7 @@ def fuzz_api(fuzz_cloud: tuple[CloudUnderTest, Any, dict[str, str]]) -> Iterator
     by_role: dict[str | None, str] = {role: token for role, token in tokens.items()}
     by_role["resident"] = signed_in.json()["token"]
     by_role |= terminal_credentials(cloud)
+    add_matrix_alerts(cloud.store)  # an alert and an on-call shift: their ids lead somewhere
     fuzz = ApiFuzz(cloud.url, by_role, known_path_values(cloud.store))
     yield fuzz
     fuzz.session.close()

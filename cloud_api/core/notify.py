@@ -14,7 +14,8 @@ reads the outbox and the clock, sends, and records what these functions decided
   than it helps (the resident's page always shows the live codes).
 - **Rendering**: kind (+ the grant's purpose, or the valuation's decision) → a catalog key
   ``notify.*`` (a contribution's decision: ``contribution.notify.*``, see
-  :func:`contribution_values`), filled in the resident's language; a missing value is an
+  :func:`contribution_values`; an alert to a member of staff: ``alert.notify.*``, see
+  :func:`alert_values`), filled in the resident's language; a missing value is an
   error, never a ``{placeholder}`` left in a text sent to an elderly resident.
 
 Example:
@@ -69,6 +70,7 @@ KINDS = (
     "loan_due",
     "item_to_collect",
     "contribution_decision",
+    "alert",
 )
 CODE_PURPOSES: Mapping[str, str] = {
     "pickup": "notify.new_code",
@@ -276,6 +278,8 @@ def catalog_key(kind: str, *, purpose: str | None = None, decision: str | None =
         if decision not in DECISIONS:
             raise RenderError(f"no message for a contribution decision {decision!r}")
         return f"contribution.notify.{decision}"
+    if kind == "alert":
+        return "alert.notify.escalated" if decision == "escalated" else "alert.notify.opened"
     if kind not in KINDS:
         raise RenderError(f"unknown notification kind {kind!r}")
     return f"notify.{kind}"
@@ -307,6 +311,35 @@ def contribution_values(params: Mapping[str, object]) -> tuple[str, dict[str, st
         "what": what,
         "points": str(int(str(params["points"]))),
         "reason": str(params["reason"]),
+    }
+
+
+def alert_values(
+    alert: Mapping[str, object], locker: str | None, level: int, language: str
+) -> tuple[str, dict[str, str]]:
+    """The catalog key and values of an ``alert`` message to a member of staff: severity,
+    tracking code, rule, locker, compartment and the response deadline, in ``language`` (never a
+    code or a phone: the alert holds neither).
+
+    Args:
+        alert: the alert's row (``severity``, ``tracking_code``, ``rule``, ``compartment``,
+            ``due_ms``).
+        locker: the device's display name (None: the alert concerns no device).
+        level: the escalation level the message is for (0: the alert was opened).
+
+    Example:
+        >>> alert_values({"severity": "red", "tracking_code": "R-0115-001", "rule": "jammed",
+        ...               "compartment": "A2", "due_ms": 1_800_000_000_000}, "1号柜", 0, "en")[1]
+        {'severity': 'Red', 'tracking': 'R-0115-001', 'rule': 'door jammed', 'locker': '1号柜', 'compartment': 'A2', 'due': '15 Jan 16:00'}
+    """
+    key = catalog_key("alert", decision="escalated" if level > 0 else None)
+    return key, {
+        "severity": t(f"alert.severity.{alert['severity']}", language),
+        "tracking": str(alert["tracking_code"]),
+        "rule": t(f"alert.rule.{alert['rule']}", language),
+        "locker": locker or "—",
+        "compartment": str(alert["compartment"] or "—"),
+        "due": format_time(int(str(alert["due_ms"])), language),
     }
 
 

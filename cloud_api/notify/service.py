@@ -40,6 +40,7 @@ from cloud_api.core.notify import (
     GiveUp,
     QuietHours,
     RenderError,
+    alert_values,
     catalog_key,
     contribution_values,
     format_time,
@@ -373,8 +374,12 @@ class Deliverer:
         """The message as the resident will read it, and the notifier for their channel."""
         with self._store.snapshot() as db:
             person = db.execute(
-                "SELECT p.language, r.phone, r.notify_channel, r.wechat_openid FROM people p"
-                " LEFT JOIN resident_profiles r ON r.person_id = p.id WHERE p.id = ?",
+                # A resident's profile, or a member of staff's contact (alerts, issue #10).
+                "SELECT p.language, COALESCE(r.phone, s.phone) AS phone,"
+                " COALESCE(r.notify_channel, s.notify_channel) AS notify_channel,"
+                " COALESCE(r.wechat_openid, s.wechat_openid) AS wechat_openid FROM people p"
+                " LEFT JOIN resident_profiles r ON r.person_id = p.id"
+                " LEFT JOIN staff_contacts s ON s.person_id = p.id WHERE p.id = ?",
                 (claimed.person_id,),
             ).fetchone()
             if person is None:
@@ -444,6 +449,17 @@ class Deliverer:
             return catalog_key("new_code", purpose=grant["purpose"]), values
         if claimed.kind == "contribution_decision":
             return contribution_values(params)
+        if claimed.kind == "alert":
+            alert = db.execute(
+                "SELECT a.*, d.name AS locker FROM alerts a LEFT JOIN devices d"
+                " ON d.id = a.device_id WHERE a.id = ?",
+                (params["alert_id"],),
+            ).fetchone()
+            if alert is None:
+                raise Permanent("no such alert")
+            if alert["status"] == "resolved":
+                raise Obsolete("obsolete: the alert is resolved")
+            return alert_values(dict(alert), alert["locker"], int(params["level"]), language)
         item = _item(db, params["item_id"])
         values = {
             "item": item["title"],

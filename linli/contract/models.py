@@ -156,6 +156,10 @@ class Telemetry(Message):
     """The guess budget is spent: codes are checked only with the phone's last four digits."""
     cpu_temp_c: float | None = None
     throttled: int | None = None
+    disk_free_pct: Annotated[float, Field(ge=0, le=100)] | None = None
+    """Free space of the file system holding the device's data directory (its state document and
+    outbox), in percent of its size; None when it cannot be read. The cloud alerts below 10 %
+    (red below 3 %): a full card loses events."""
     reported_through_ms: Millis | None = None
     """Every event this device recorded before this (trusted) wall time is acknowledged by the
     cloud: the wall time of the oldest unacknowledged event, or the current trusted time when none
