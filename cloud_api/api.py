@@ -6,13 +6,13 @@ grants and codes; staff see only their own community's devices and items.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path
 
 from cloud_api import ledger
 from cloud_api.deps import AnyPerson, Me, Resident, ResidentSelf, ServicesDep, Staff
+from cloud_api.devices.router import devices_of
 from cloud_api.errors import NotFound
 from cloud_api.grants.router import open_grant
 from cloud_api.grants.service import code_of
@@ -74,30 +74,7 @@ def open_my_pickup(grant_id: IdPath, person: Resident, svc: ServicesDep) -> dict
 @router.get("/devices")
 def devices(person: Staff, svc: ServicesDep) -> list[dict[str, object]]:
     """Every device of the caller's community: status, version, compartments."""
-    rows = svc.store.read(
-        "SELECT id, role, name, location, status, boot_id, software_version, status_ms,"
-        " last_seen_ms, cfg_version, cfg_applied_version, reported_through_ms, cfg_reported"
-        " FROM devices"
-        " WHERE community_id = ? ORDER BY id",
-        (person.community_id,),
-    )
-    result = []
-    for r in rows:
-        compartments = svc.store.read(
-            "SELECT name, size, latch, door, occupancy, needs_attention, attention, epoch,"
-            " state_ms FROM compartments"
-            " WHERE device_id = ? ORDER BY name",
-            (r["id"],),
-        )
-        entry = dict(r)
-        entry["cfg_reported"] = json.loads(r["cfg_reported"]) if r["cfg_reported"] else None
-        entry["telemetry"] = svc.devices.telemetry.get(r["id"])
-        entry["event_gaps"] = svc.devices.gaps(r["id"])
-        entry["compartments"] = [
-            dict(c) | {"needs_attention": bool(c["needs_attention"])} for c in compartments
-        ]
-        result.append(entry)
-    return result
+    return devices_of(svc, person.community_id)
 
 
 @router.get("/devices/{device_id}/events")
@@ -118,7 +95,7 @@ def device_events(device_id: IdPath, person: Staff, svc: ServicesDep) -> list[di
 def command(command_id: IdPath, person: AnyPerson, svc: ServicesDep) -> dict[str, object]:
     """A command's result; residents see only their own."""
     row = svc.store.read_one(
-        "SELECT c.id, c.device_id, c.name, c.compartment, c.requested_by, c.issued_ms,"
+        "SELECT c.id, c.device_id, c.name, c.compartment, c.requested_by, c.reason, c.issued_ms,"
         " c.expires_ms, c.result_ok, c.result_reason, c.result_ms, d.community_id"
         " FROM commands c JOIN devices d ON d.id = c.device_id WHERE c.id = ?",
         (command_id,),

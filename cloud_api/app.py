@@ -23,15 +23,18 @@ from cloud_api.core.ledger import Conflict as LedgerConflict
 from cloud_api.core.ledger import LedgerError
 from cloud_api.core.ledger import NotFound as LedgerNotFound
 from cloud_api.deps import Public, Services
+from cloud_api.devices.router import router as devices_router
 from cloud_api.devices.service import DeviceService
 from cloud_api.errors import HTTP_STATUS, CloudError, error_body
 from cloud_api.grants.router import router as grants_router
 from cloud_api.items.router import router as items_router
 from cloud_api.items.service import ItemService
 from cloud_api.keys import load_or_create_keys
+from cloud_api.live import LiveHub
 from cloud_api.mqtt_bridge import CloudBridge
 from cloud_api.notify.service import NotifyWorker, notify_jobs
 from cloud_api.pages.alerts import router as alerts_pages_router
+from cloud_api.pages.maint import router as maint_pages_router
 from cloud_api.pages.router import router as pages_router
 from cloud_api.pages.staff import router as staff_pages_router
 from cloud_api.pages.web import CsrfRefused, PageRedirect, language_of, redirect, render
@@ -68,6 +71,9 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
         the_clock = clock or SystemClock()
         policy = settings.policy()
         devices = DeviceService(store, keys, bridge, the_clock, policy)
+        live = LiveHub()  # the maintainer's live view: device changes wake its streams
+        devices.listen(live)
+        app.state.live = live
         points = PointsService(store, keys, the_clock)
         items = ItemService(store, keys, the_clock, devices.publish_config, points, policy)
         accounts = AccountService(store, keys)
@@ -125,6 +131,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
         try:
             yield
         finally:
+            live.close()
             notify_worker.stop()
             bridge.stop()
             store.close()
@@ -208,5 +215,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
     app.include_router(pages_router)
     app.include_router(staff_pages_router)
     app.include_router(alerts_pages_router)
+    app.include_router(devices_router)
+    app.include_router(maint_pages_router)
     app.mount("/static", StaticFiles(packages=[("cloud_api.pages", "static")]), name="static")
     return app

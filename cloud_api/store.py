@@ -532,8 +532,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX contributions_by_status ON contributions (community_id, status);
     """,
     # v7 (issue #10): alerts that reach a person (one open alert per cause, a tracking code, a
-    # response clock by severity, every action kept), who is on call, how staff are reached, and
-    # the console's switches with each change recorded.
+    # response clock by severity, every action kept), who is on call, how staff are reached, the
+    # console's switches with each change recorded, the reason of a command (a maintainer's
+    # service open), and events by type (relay cycles are counted from ``latch_pulsed``).
     """
     CREATE TABLE alerts (
         id TEXT PRIMARY KEY,
@@ -594,12 +595,15 @@ MIGRATIONS: list[str] = [
         id TEXT PRIMARY KEY,
         community_id TEXT NOT NULL REFERENCES communities(id),
         name TEXT NOT NULL,
+        old_value TEXT NOT NULL,
         value TEXT NOT NULL,
         reason TEXT NOT NULL,
         changed_by TEXT NOT NULL REFERENCES people(id),
         changed_ms INTEGER NOT NULL
     );
     CREATE INDEX setting_changes_latest ON setting_changes (community_id, name, changed_ms);
+    ALTER TABLE commands ADD COLUMN reason TEXT;
+    CREATE INDEX device_events_by_type ON device_events (device_id, type);
     CREATE TRIGGER setting_changes_no_update BEFORE UPDATE ON setting_changes
         BEGIN SELECT RAISE(ABORT, 'setting changes are immutable'); END;
     CREATE TRIGGER setting_changes_no_delete BEFORE DELETE ON setting_changes

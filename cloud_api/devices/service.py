@@ -541,7 +541,8 @@ class DeviceService:
             )
             db.execute(
                 "INSERT INTO commands (id, device_id, seq, name, compartment, grant_id,"
-                " requested_by, on_behalf_of, issued_ms, expires_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " requested_by, on_behalf_of, reason, issued_ms, expires_ms)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     cmd_id,
                     device_id,
@@ -551,6 +552,7 @@ class DeviceService:
                     grant_id,
                     requested_by,
                     on_behalf_of,
+                    reason,
                     now,
                     body.expires_at_ms,
                 ),

@@ -209,6 +209,33 @@ def revoke(
 # --- maintainers ------------------------------------------------------------------------------
 
 
+def refuse_if_occupied(
+    db: sqlite3.Connection,
+    person: Person,
+    device_id: str,
+    compartment: str,
+    *,
+    is_confirmed: bool,
+) -> None:
+    """Refuse to open a compartment that is not of the caller's community (404), or one a
+    resident's item is in (by the sensor or by the cloud's facts) unless the maintainer
+    confirmed it (409 ``occupied``): the rule of maintenance codes and of service opens."""
+    row = db.execute(
+        "SELECT c.occupancy, c.fact_occupancy FROM compartments c JOIN devices d"
+        " ON d.id = c.device_id WHERE c.device_id = ? AND c.name = ? AND d.community_id = ?",
+        (device_id, compartment, person.community_id),
+    ).fetchone()
+    if row is None:
+        raise NotFound("no such compartment")
+    occupied = "present" in (row["occupancy"], row["fact_occupancy"])
+    if occupied and not is_confirmed:
+        raise Conflict(
+            "a resident's item is inside: confirm to open it anyway",
+            code="occupied",
+            field="confirm_occupied",
+        )
+
+
 @router.post("/devices/{device_id}/compartments/{compartment}/maintenance", status_code=201)
 def maintenance_code(
     device_id: IdPath,
@@ -221,20 +248,7 @@ def maintenance_code(
     compartment needs ``confirm_occupied`` (a resident's item is inside)."""
     now = svc.clock.now().wall_ms
     with svc.store.write() as db:
-        row = db.execute(
-            "SELECT c.occupancy, c.fact_occupancy FROM compartments c JOIN devices d"
-            " ON d.id = c.device_id WHERE c.device_id = ? AND c.name = ? AND d.community_id = ?",
-            (device_id, compartment, person.community_id),
-        ).fetchone()
-        if row is None:
-            raise NotFound("no such compartment")
-        occupied = "present" in (row["occupancy"], row["fact_occupancy"])
-        if occupied and not body.confirm_occupied:
-            raise Conflict(
-                "a resident's item is inside: confirm to open it anyway",
-                code="occupied",
-                field="confirm_occupied",
-            )
+        refuse_if_occupied(db, person, device_id, compartment, is_confirmed=body.confirm_occupied)
         grant_id = issue_grant(
             db,
             svc.keys,
