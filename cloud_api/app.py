@@ -34,12 +34,18 @@ from cloud_api.live import LiveHub
 from cloud_api.mqtt_bridge import CloudBridge
 from cloud_api.notify.service import NotifyWorker, notify_jobs
 from cloud_api.pages.alerts import router as alerts_pages_router
+from cloud_api.pages.console import router as console_router
+from cloud_api.pages.console_cases import router as console_cases_router
+from cloud_api.pages.console_queue import router as console_queue_router
+from cloud_api.pages.console_report import router as console_report_router
+from cloud_api.pages.console_residents import router as console_residents_router
 from cloud_api.pages.maint import router as maint_pages_router
 from cloud_api.pages.router import router as pages_router
 from cloud_api.pages.staff import router as staff_pages_router
 from cloud_api.pages.web import CsrfRefused, PageRedirect, language_of, redirect, render
 from cloud_api.points.router import router as points_router
 from cloud_api.points.service import PointsService
+from cloud_api.reports import router as reports_router
 from cloud_api.scheduler import Job, Scheduler, domain_jobs
 from cloud_api.settings import CloudSettings
 from cloud_api.store import Store
@@ -212,8 +218,14 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
     app.include_router(valuations_router)
     app.include_router(terminal_router)
     app.include_router(alerts_router)
+    app.include_router(reports_router)
     app.include_router(pages_router)
     app.include_router(staff_pages_router)
+    app.include_router(console_router)
+    app.include_router(console_queue_router)
+    app.include_router(console_residents_router)
+    app.include_router(console_cases_router)
+    app.include_router(console_report_router)
     app.include_router(alerts_pages_router)
     app.include_router(devices_router)
     app.include_router(maint_pages_router)

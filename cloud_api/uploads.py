@@ -47,6 +47,20 @@ def store_upload(store: StorePort, data_dir: Path, person_id: str, data: bytes, 
     return digest
 
 
+def community_photo(
+    store: StorePort, data_dir: Path, digest: str, community_id: str
+) -> tuple[Path, str] | None:
+    """A stored photo's file and media type if someone of the community uploaded it (a
+    terminal's photos are uploaded under the donor, a problem report's under the resident), for
+    the community's staff; ``None`` otherwise (another community's photo is not revealed)."""
+    ours = store.read_one(
+        "SELECT 1 FROM uploads u JOIN people p ON p.id = u.uploaded_by"
+        " WHERE u.hash = ? AND p.community_id = ?",
+        (digest, community_id),
+    )
+    return None if ours is None else photo_path(store, data_dir, digest)
+
+
 def photo_path(store: StorePort, data_dir: Path, digest: str) -> tuple[Path, str] | None:
     """The stored file of a photo and its media type, or ``None``."""
     row = store.read_one("SELECT media_type FROM uploads WHERE hash = ?", (digest,))

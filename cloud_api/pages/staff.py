@@ -61,7 +61,12 @@ def staff_of(request: Request) -> tuple[Person, str]:
 def console_page(
     request: Request, template: str, worker: Person, token: str, **context: Any
 ) -> Response:
-    """A console page (``console_base.html``) in the worker's language, with the CSRF token."""
+    """A console page (``console_base.html``) in the worker's language, with the CSRF token and,
+    for a social worker acting for a resident, the banner that says so."""
+    if worker.role == "social_worker":
+        from cloud_api.pages.console import acting_for  # console.py imports this module
+
+        context.setdefault("acting_for", acting_for(request, worker, token))
     return render(
         request,
         template,
@@ -103,6 +108,9 @@ def staff_signout(request: Request, csrf: CsrfField = "") -> Response:
     request.app.state.services.accounts.sign_out(token)
     response = redirect("/staff/signin")
     response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+    from cloud_api.pages.console import stop_acting  # console.py imports this module
+
+    stop_acting(response)
     return response
 
 

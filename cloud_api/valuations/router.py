@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_api.deps import ServicesDep, SocialWorker, Staff
 from cloud_api.errors import NotFound
-from cloud_api.uploads import photo_path
+from cloud_api.uploads import community_photo
 from cloud_api.valuations.service import Decision
 
 router = APIRouter(prefix="/api/v1", tags=["valuations"])
@@ -90,12 +90,7 @@ def photo(
     digest: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")], worker: Staff, svc: ServicesDep
 ) -> FileResponse:
     """A stored photo by its hash (staff judging a proposal or a problem report)."""
-    ours = svc.store.read_one(
-        "SELECT 1 FROM uploads u JOIN people p ON p.id = u.uploaded_by"
-        " WHERE u.hash = ? AND p.community_id = ?",
-        (digest, worker.community_id),
-    )
-    found = photo_path(svc.store, svc.data_dir, digest)
-    if found is None or ours is None:
+    found = community_photo(svc.store, svc.data_dir, digest, worker.community_id)
+    if found is None:
         raise NotFound("no such photo")
     return FileResponse(found[0], media_type=found[1], headers={"Cache-Control": "private"})

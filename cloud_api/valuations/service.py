@@ -16,6 +16,10 @@ terminals send, the social workers' queue and decisions, auto-approval, and what
   with confidence at least ``auto_approve_confidence``, inside the locker, is approved by the
   community's *auto-approval* account (a disabled staff person, so the ledger's insider rules and
   per-actor caps apply to it as to anyone), at most ``auto_approve_per_day`` per donor per day.
+- **Switches per community**: auto-approval's threshold, daily cap and minimum confidence, and
+  the learned correction on or off, are the deployment's settings unless a social worker changed
+  them for the community (``setting_changes``, immutable: who, when, the new value and why; the
+  latest row wins). :func:`effective_settings` is the one place they are read.
 """
 
 from __future__ import annotations
@@ -25,19 +29,20 @@ import json
 import math
 import secrets
 import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime
 from importlib import resources
 from typing import Any
 
 from cloud_api.accounts.service import Person, hash_secret
-from cloud_api.errors import Conflict, Invalid, NotFound
+from cloud_api.errors import Conflict, Forbidden, Invalid, NotFound
 from cloud_api.items.service import ItemService
 from cloud_api.settings import CloudSettings
 from cloud_api.store import StorePort
 from cloud_api.transparency import COMMUNITY_TZ
 from linli.clock import Clock
+from linli.ids import new_id
 from valuation_terminal.core.learning import error_report, learned_correction
 from valuation_terminal.core.rules import (
     Inputs,
@@ -64,6 +69,90 @@ class Decision:
     decision: str  # approve | adjust | reject
     points: int | None
     reason: str
+
+
+@dataclass(frozen=True)
+class Switches:
+    """The valuation switches in force for one community.
+
+    Attributes:
+        auto_approve_below: proposals at or below this many points are approved by themselves
+            (0: auto-approval off).
+        auto_approve_per_day: at most this many automatic approvals per donor and day.
+        auto_approve_confidence: the terminal's confidence an automatic approval needs (0..1).
+        corrections_enabled: whether the learned per-category correction is applied.
+    """
+
+    auto_approve_below: int
+    auto_approve_per_day: int
+    auto_approve_confidence: float
+    corrections_enabled: bool
+
+
+SWITCH_RANGES: Mapping[str, tuple[type, float, float]] = {
+    "auto_approve_below": (int, 0, 500),
+    "auto_approve_per_day": (int, 0, 20),
+    "auto_approve_confidence": (float, 0.0, 1.0),
+    "corrections_enabled": (bool, 0, 1),
+}
+"""Each switch a social worker may change: its type and the range a change must fall in."""
+
+SwitchValue = int | float | bool
+
+
+def check_switch(name: str, value: object) -> SwitchValue:
+    """``value`` as the switch ``name`` takes it, or :class:`Invalid` (unknown switch, wrong
+    type, out of range, not finite)."""
+    if name not in SWITCH_RANGES:
+        raise Invalid(f"no switch {name!r}", field=name)
+    kind, low, high = SWITCH_RANGES[name]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise Invalid(f"{name} is on or off", field=name)
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Invalid(f"{name} must be a number", field=name)
+    if kind is int and not (isinstance(value, int) or float(value).is_integer()):
+        raise Invalid(f"{name} must be a whole number", field=name)
+    number = int(value) if kind is int else float(value)
+    if not math.isfinite(number) or not low <= number <= high:
+        raise Invalid(f"{name} must be between {low:g} and {high:g}", field=name)
+    return number
+
+
+def _same(current: object, value: object) -> bool:
+    """The same switch value (``True`` is not ``1`` here; ``120`` is ``120.0``)."""
+    return isinstance(current, bool) == isinstance(value, bool) and current == value
+
+
+def deployment_switches(settings: CloudSettings) -> Switches:
+    """The switches as the deployment set them (``LINLI_*``), before any change in a community."""
+    return Switches(**{f.name: getattr(settings, f.name) for f in fields(Switches)})
+
+
+def effective_settings(
+    db: sqlite3.Connection, community_id: str, settings: CloudSettings
+) -> Switches:
+    """The switches in force for a community: for each, the latest ``setting_changes`` row of
+    the community, else the deployment's setting (a stored value that no longer checks out is
+    ignored: the deployment's stands)."""
+    values: dict[str, SwitchValue] = vars(deployment_switches(settings)).copy()
+    marks = ",".join("?" for _ in SWITCH_RANGES)
+    for row in db.execute(
+        "SELECT name, value FROM setting_changes WHERE community_id = ?"  # noqa: S608
+        f" AND name IN ({marks}) ORDER BY changed_ms, rowid",
+        (community_id, *SWITCH_RANGES),
+    ):
+        try:
+            values[row["name"]] = check_switch(row["name"], json.loads(row["value"]))
+        except (Invalid, ValueError):
+            continue
+    return Switches(
+        auto_approve_below=int(values["auto_approve_below"]),
+        auto_approve_per_day=int(values["auto_approve_per_day"]),
+        auto_approve_confidence=float(values["auto_approve_confidence"]),
+        corrections_enabled=bool(values["corrections_enabled"]),
+    )
 
 
 def week_of(wall_ms: int) -> str:
@@ -201,6 +290,86 @@ class ValuationService:
                 self.snapshot(db, row["id"], now)
         return len(missing)
 
+    # --- switches ------------------------------------------------------------------------------
+
+    def effective_settings(self, db: sqlite3.Connection, community_id: str) -> Switches:
+        """The switches in force for a community (:func:`effective_settings`)."""
+        return effective_settings(db, community_id, self.settings)
+
+    def change_settings(
+        self, worker: Person, changes: Mapping[str, object], reason: str
+    ) -> list[str]:
+        """A social worker changes switches of their community, with a reason; each switch whose
+        value differs is recorded (who, when, the new value, why). Returns the names changed.
+
+        Raises:
+            Forbidden: not a social worker.
+            Invalid: an unknown switch, a value out of range, no reason, or nothing to change;
+                nothing is recorded then.
+        """
+        if worker.role != "social_worker":
+            raise Forbidden("only a social worker changes the valuation switches")
+        why = reason.strip()
+        if not 1 <= len(why) <= 200:
+            raise Invalid("a reason of 1 to 200 characters is needed", field="reason")
+        unknown = sorted(set(changes) - set(SWITCH_RANGES))
+        if unknown:
+            raise Invalid(f"no switch {unknown[0]!r}", field=unknown[0])
+        now = self._now()
+        with self.store.write() as db:
+            current = vars(self.effective_settings(db, worker.community_id))
+            # A value left as it is passes even if the deployment set it beyond a worker's range.
+            checked = {
+                name: check_switch(name, value)
+                for name, value in changes.items()
+                if not _same(current[name], value)
+            }
+            changed = sorted(checked)
+            if not changed:
+                raise Invalid("these are the values in force already", code="unchanged")
+            for name in changed:
+                db.execute(
+                    "INSERT INTO setting_changes (id, community_id, name, old_value, value,"
+                    " reason, changed_by, changed_ms) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        new_id("set"),
+                        worker.community_id,
+                        name,
+                        json.dumps(current[name]),
+                        json.dumps(checked[name]),
+                        why,
+                        worker.id,
+                        now,
+                    ),
+                )
+        return changed
+
+    def setting_history(self, worker: Person) -> list[dict[str, Any]]:
+        """Every change of the community's switches, newest first: who, when, old → new, why
+        (``old`` is the value in force when the change was made, recorded with it)."""
+        marks = ",".join("?" for _ in SWITCH_RANGES)
+        rows = self.store.read(
+            "SELECT s.id, s.name, s.old_value, s.value, s.reason, s.changed_by, s.changed_ms,"  # noqa: S608
+            " p.display_name AS changed_by_name FROM setting_changes s"
+            " JOIN people p ON p.id = s.changed_by"
+            f" WHERE s.community_id = ? AND s.name IN ({marks}) ORDER BY s.changed_ms, s.rowid",
+            (worker.community_id, *SWITCH_RANGES),
+        )
+        history = []
+        for row in rows:
+            history.append(
+                {
+                    "name": row["name"],
+                    "old": json.loads(row["old_value"]),
+                    "new": json.loads(row["value"]),
+                    "reason": row["reason"],
+                    "changed_by": row["changed_by"],
+                    "changed_by_name": row["changed_by_name"],
+                    "changed_ms": row["changed_ms"],
+                }
+            )
+        return history[::-1]
+
     # --- learning ------------------------------------------------------------------------------
 
     def _pairs(self, db: sqlite3.Connection, community_id: str) -> dict[str, list[tuple[int, int]]]:
@@ -217,7 +386,7 @@ class ValuationService:
 
     def corrections(self, db: sqlite3.Connection, community_id: str) -> dict[str, Any]:
         """The learned correction of every category with decisions (empty when switched off)."""
-        if not self.settings.corrections_enabled:
+        if not self.effective_settings(db, community_id).corrections_enabled:
             return {}
         return {
             category: learned_correction(pairs, bound=self.settings.correction_bound).to_json()
@@ -229,6 +398,7 @@ class ValuationService:
         with self.store.snapshot() as db:
             pairs = self._pairs(db, worker.community_id)
             corrections = self.corrections(db, worker.community_id)
+            enabled = self.effective_settings(db, worker.community_id).corrections_enabled
             counts = {
                 r["decision"] + ("_auto" if r["automatic"] else ""): r["n"]
                 for r in db.execute(
@@ -241,7 +411,7 @@ class ValuationService:
         return {
             "categories": [vars(r) for r in error_report(pairs)],
             "corrections": corrections,
-            "corrections_enabled": self.settings.corrections_enabled,
+            "corrections_enabled": enabled,
             "decisions": counts,
         }
 
@@ -254,12 +424,13 @@ class ValuationService:
             version, text = self.current_policy(db)
             snap = self.snapshot(db, community_id, now)
             corrections = self.corrections(db, community_id)
+            enabled = self.effective_settings(db, community_id).corrections_enabled
         return {
             "policy_version": version,
             "policy_text": text,
             "demand": {"snapshot_id": snap["id"], "factors": json.loads(snap["factors"])},
             "corrections": corrections,
-            "corrections_enabled": self.settings.corrections_enabled,
+            "corrections_enabled": enabled,
             "photos_min": self.settings.photos_min,
         }
 
@@ -419,17 +590,24 @@ class ValuationService:
     # --- auto-approval -------------------------------------------------------------------------
 
     def auto_approve(self, now: int) -> int:
-        """Approve what the settings allow (nothing when off); return how many."""
-        threshold = self.settings.auto_approve_below
-        if threshold <= 0:
-            return 0
+        """Approve what each community's switches allow (nothing where off); return how many."""
+        done = 0
+        for community in self.store.read("SELECT id FROM communities ORDER BY id"):
+            with self.store.snapshot() as db:
+                switches = self.effective_settings(db, community["id"])
+            if switches.auto_approve_below > 0:
+                done += self._auto_approve_in(community["id"], switches, now)
+        return done
+
+    def _auto_approve_in(self, community_id: str, switches: Switches, now: int) -> int:
+        threshold = switches.auto_approve_below
         candidates = self.store.read(
             "SELECT i.id, i.donor_id, i.community_id, v.points FROM items i"
             " JOIN valuations v ON v.item_id = i.id"
-            " WHERE i.status = 'pending_approval' AND v.abstained IS NULL"
-            " AND v.points IS NOT NULL AND v.points <= ? AND v.confidence >= ?"
-            " ORDER BY i.updated_ms, i.id",
-            (threshold, self.settings.auto_approve_confidence),
+            " WHERE i.community_id = ? AND i.status = 'pending_approval'"
+            " AND v.abstained IS NULL AND v.points IS NOT NULL AND v.points <= ?"
+            " AND v.confidence >= ? ORDER BY i.updated_ms, i.id",
+            (community_id, threshold, switches.auto_approve_confidence),
         )
         done = 0
         for row in candidates:
@@ -439,7 +617,7 @@ class ValuationService:
                 " WHERE i.donor_id = ? AND d.automatic = 1 AND d.decided_ms >= ?",
                 (row["donor_id"], day_start),
             ) or (0,)
-            if today >= self.settings.auto_approve_per_day:
+            if today >= switches.auto_approve_per_day:
                 continue
             approver = self._auto_approver(row["community_id"], now)
             reason = f"automatic: {row['points']} ≤ {threshold} points"
