@@ -31,6 +31,7 @@ from cloud_api.items.router import router as items_router
 from cloud_api.items.service import ItemService
 from cloud_api.keys import load_or_create_keys
 from cloud_api.live import LiveHub
+from cloud_api.metrics import install_metrics
 from cloud_api.mqtt_bridge import CloudBridge
 from cloud_api.notify.service import NotifyWorker, notify_jobs
 from cloud_api.pages.alerts import router as alerts_pages_router
@@ -229,5 +230,7 @@ def create_app(settings: CloudSettings, *, clock: Clock | None = None) -> FastAP
     app.include_router(alerts_pages_router)
     app.include_router(devices_router)
     app.include_router(maint_pages_router)
+    # GET /metrics (token) and the request counters (docs/decisions/0023-metrics.md).
+    install_metrics(app, settings.metrics_token)
     app.mount("/static", StaticFiles(packages=[("cloud_api.pages", "static")]), name="static")
     return app
