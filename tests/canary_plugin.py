@@ -180,8 +180,25 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     handler, _ = session.config.stash[_KEY]
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: hand the leaks to the controller
+        workeroutput["canary_leaks"] = [
+            [*dataclasses.astuple(leak), count] for leak, count in handler.leaks.items()
+        ]
+        return
     if handler.leaks and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """pytest-xdist's controller: add a finished worker's leaks to the session's (the controller
+    then fails the run and names them, as without workers)."""
+    found = getattr(node, "workeroutput", {}).get("canary_leaks", [])
+    handler, _ = node.config.stash[_KEY]  # type: ignore[attr-defined]
+    for *fields, count in found:
+        leak = Leak(*fields)
+        handler.leaks[leak] = handler.leaks.get(leak, 0) + count
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -363,23 +363,31 @@ def test_leaky():
 """
 
 
-def run_inner_session(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
-    """A pytest session of its own, with the canary plugin, on one test file."""
+def run_inner_session(
+    tmp_path: Path, source: str, workers: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """A pytest session of its own, with the canary plugin, on one test file (with ``workers``
+    pytest-xdist workers, as the suite runs, or none)."""
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(source))
     tests_dir = Path(__file__).resolve().parent
     env = os.environ | {
         "PYTHONPATH": os.pathsep.join([str(tests_dir), str(tests_dir.parent)]),
         "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
     }
+    parallel = ["-p", "xdist.plugin", "-n", str(workers)] if workers else []
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "canary_plugin", "-p", "no:cacheprovider",
-         "--rootdir", str(tmp_path), "-q", str(tmp_path / "test_inner.py")],
+         *parallel, "--rootdir", str(tmp_path), "-q", str(tmp_path / "test_inner.py")],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
     )  # fmt: skip
 
 
-def test_the_canary_plugin_fails_a_session_whose_logs_carry_a_secret(tmp_path: Path) -> None:
-    leaky = run_inner_session(tmp_path, LEAKY_TEST)
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "two-xdist-workers"])
+def test_the_canary_plugin_fails_a_session_whose_logs_carry_a_secret(
+    tmp_path: Path, workers: int
+) -> None:
+    # With workers, each worker sees its own records: the controller must gather their leaks.
+    leaky = run_inner_session(tmp_path, LEAKY_TEST, workers)
     output = leaky.stdout + leaky.stderr
     assert leaky.returncode == pytest.ExitCode.TESTS_FAILED, output
     assert "2 passed" in output, output
@@ -391,7 +399,7 @@ def test_the_canary_plugin_fails_a_session_whose_logs_carry_a_secret(tmp_path: P
     for login in LOGINS:
         assert login.secret not in output
         assert login.role != "resident" or login.login not in output
-    clean = run_inner_session(tmp_path, LEAKY_TEST.split("def test_leaky")[0])
+    clean = run_inner_session(tmp_path, LEAKY_TEST.split("def test_leaky")[0], workers)
     assert clean.returncode == pytest.ExitCode.OK, clean.stdout + clean.stderr
 
 

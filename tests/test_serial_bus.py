@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import serial
 from test_gpio_sim import Inbox
 
 from firmware_bridge.codecs import kerong, modbus
@@ -247,6 +248,24 @@ def test_all_off_switches_every_relay_off(tmp_path: Path) -> None:
         assert sim.silence_violations == 0  # the transport kept 3.5 characters of silence
     finally:
         bus.close()
+        sim.stop()
+
+
+def test_the_board_simulator_counts_a_request_sent_without_the_inter_frame_silence(
+    tmp_path: Path,
+) -> None:
+    # The check above can fail: a host that sends its next request as soon as the reply is in,
+    # without 3.5 characters of silence, is counted.
+    sim = ModbusBoardSim(MODBUS, tmp_path / "tty", items=set()).start()
+    unit = MODBUS.compartments[0].board
+    reply_size = len(modbus.bits_response(unit, 0x01, [False] * modbus.CHANNELS))
+    try:
+        with serial.Serial(str(sim.path), MODBUS.line_baudrate, timeout=2) as port:
+            for _ in range(3):
+                port.write(modbus.read_relays(unit))
+                assert len(port.read(reply_size)) == reply_size
+        assert sim.silence_violations >= 1
+    finally:
         sim.stop()
 
 

@@ -111,12 +111,16 @@ class PtyDevice:
             master = self._master
             if master is None:
                 return
+            # Stamped before the write: the host may read the reply, wait its silence and send
+            # the next request before this thread runs again (a loaded machine), and a stamp
+            # taken after would make that request look too early. Before, it is never late.
+            written_mono = time.monotonic()
             try:
                 os.write(master, data)
             except OSError:
                 return
         self.sent += len(data)
-        self.last_tx_mono = time.monotonic()
+        self.last_tx_mono = written_mono
 
     def _run(self) -> None:
         while not self._stop.is_set():
