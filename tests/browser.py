@@ -36,6 +36,11 @@ MISSING_CHROMIUM = "chromium not installed (apt-get install chromium)"
 PHONE_VIEWPORT: ViewportSize = {"width": 390, "height": 844}
 """A common phone's CSS viewport (iPhone 12-15 class)."""
 PHONE_SCALE = 2
+DESKTOP_VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
+"""A desk's browser window (the consoles are surveyed at both widths)."""
+VIEWPORTS: dict[str, ViewportSize] = {"desktop": DESKTOP_VIEWPORT, "phone": PHONE_VIEWPORT}
+LANG_BUTTON = {"zh-CN": "lang-zh", "en": "lang-en"}
+"""The ``data-testid`` of each language's button on every page."""
 DEFAULT_TIMEOUT_MS = 10_000
 
 WCAG_TAGS = ("wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22a", "wcag22aa")

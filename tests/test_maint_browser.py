@@ -23,9 +23,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from browser import axe_violations, format_violations, new_phone_page
+from browser import DESKTOP_VIEWPORT, axe_violations, format_violations, new_phone_page
 from conftest import CloudUnderTest, LockerFactory
-from playwright.sync_api import Browser, Page, ViewportSize, expect
+from playwright.sync_api import Browser, Page, expect
 
 from cloud_api.seed import LOGINS, DemoLogin
 from linli.clock import Now, SystemClock
@@ -45,7 +45,7 @@ EMPTY = "A1"
 FULL = "A2"
 """Holds the seed's kettle: a service open asks for a second confirmation."""
 LIVE_WITHIN_MS = 2000
-DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+DESKTOP = DESKTOP_VIEWPORT
 
 # Records, in the page, when a cell's data-state last changed (epoch ms, the browser's clock).
 WATCH_CELL = """

@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 from broker_fixtures import MISSING_MOSQUITTO
 from browser import (
+    LANG_BUTTON,
     PHONE_VIEWPORT,
     axe_violations,
     body_font_px,
@@ -81,7 +82,6 @@ BOOKS_TITLE, BOOKS_POINTS, BOOKS_COMPARTMENT = next(
 KETTLE = "itm_kettle"
 """Reserved by Auntie Wang in the seed: its code page is live without reserving anything."""
 KETTLE_TITLE = next(title for item_id, title, *_ in ITEMS if item_id == KETTLE)
-LANG_BUTTON = {"zh-CN": "lang-zh", "en": "lang-en"}
 ZOOM_200_VIEWPORT: ViewportSize = {
     "width": PHONE_VIEWPORT["width"] // 2,
     "height": PHONE_VIEWPORT["height"] // 2,

@@ -22,9 +22,16 @@ from typing import Any
 
 import pytest
 from broker_fixtures import MISSING_MOSQUITTO
-from browser import PHONE_VIEWPORT, axe_violations, format_violations, small_targets
+from browser import (
+    DESKTOP_VIEWPORT,
+    LANG_BUTTON,
+    VIEWPORTS,
+    axe_violations,
+    format_violations,
+    small_targets,
+)
 from conftest import CloudUnderTest, require_system
-from playwright.sync_api import Browser, Page, ViewportSize, expect
+from playwright.sync_api import Browser, Page, expect
 from test_valuation_api import _close_clients, proposed_and_inside  # noqa: F401 (a fixture)
 
 from cloud_api.seed import LOGINS
@@ -32,9 +39,8 @@ from linli.i18n import LANGUAGES, t
 from station.broker import MosquittoBroker, mosquitto_binary
 
 ZHANG = next(login for login in LOGINS if login.login == "zhang")
-DESKTOP: ViewportSize = {"width": 1280, "height": 800}
-SIZES: dict[str, ViewportSize] = {"desktop": DESKTOP, "phone": PHONE_VIEWPORT}
-LANG_BUTTON = {"zh-CN": "lang-zh", "en": "lang-en"}
+DESKTOP = DESKTOP_VIEWPORT
+SIZES = VIEWPORTS
 
 pytestmark = pytest.mark.mosquitto
 

@@ -22,9 +22,16 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 from broker_fixtures import MISSING_MOSQUITTO
-from browser import PHONE_VIEWPORT, axe_violations, format_violations, small_targets
+from browser import (
+    DESKTOP_VIEWPORT,
+    LANG_BUTTON,
+    VIEWPORTS,
+    axe_violations,
+    format_violations,
+    small_targets,
+)
 from conftest import CloudUnderTest, require_system
-from playwright.sync_api import Browser, Page, ViewportSize, expect
+from playwright.sync_api import Browser, Page, expect
 from test_sw_cases_report import picked_up, resident_token
 
 from cloud_api.core.reports import week_of
@@ -34,9 +41,8 @@ from linli.i18n import LANGUAGES
 from station.broker import MosquittoBroker, mosquitto_binary
 
 WANG, _, ZHANG, *_ = LOGINS
-DESKTOP: ViewportSize = {"width": 1280, "height": 800}
-SIZES: dict[str, ViewportSize] = {"desktop": DESKTOP, "phone": PHONE_VIEWPORT}
-LANG_BUTTON = {"zh-CN": "lang-zh", "en": "lang-en"}
+DESKTOP = DESKTOP_VIEWPORT
+SIZES = VIEWPORTS
 
 pytestmark = pytest.mark.mosquitto
 

@@ -22,12 +22,12 @@ from cloud_api.items.service import grant_view
 from cloud_api.pages.web import (
     CSRF_COOKIE,
     LANG_COOKIE,
-    LANG_MAX_AGE_S,
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
     check_csrf,
     check_signin_csrf,
     csrf_for,
+    language_chosen,
     language_of,
     redirect,
     render,
@@ -36,7 +36,7 @@ from cloud_api.pages.web import (
     signin_form,
 )
 from cloud_api.uploads import MAX_PHOTO_BYTES, media_type_of, photo_path, store_upload
-from linli.i18n import LANGUAGES, PSEUDO
+from linli.i18n import LANGUAGES
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +128,7 @@ def signin_language(
 ) -> Response:
     """Choose the language before signing in (a cookie)."""
     check_signin_csrf(request, csrf)
-    response = redirect("/signin")
-    if language in (*LANGUAGES, PSEUDO):
-        set_cookie(response, LANG_COOKIE, language, LANG_MAX_AGE_S)
-    return response
+    return language_chosen(request, None, language, "/signin")
 
 
 @router.post("/signout")
@@ -155,12 +152,8 @@ def app_language(
     """Choose the language: kept on the account and in a cookie."""
     person, token = signed_in_resident(request)
     check_csrf(request, token, csrf)
-    if language in LANGUAGES:
-        _svc(request).accounts.set_language(person, language)
-    response = redirect(back if back.startswith("/app") and "//" not in back else "/app")
-    if language in (*LANGUAGES, PSEUDO):
-        set_cookie(response, LANG_COOKIE, language, LANG_MAX_AGE_S)
-    return response
+    safe = back.startswith("/app") and "//" not in back
+    return language_chosen(request, person, language, back if safe else "/app")
 
 
 # --- home, codes ----------------------------------------------------------------------------------

@@ -17,14 +17,13 @@ from cloud_api.accounts.service import Person
 from cloud_api.errors import CloudError, NotFound
 from cloud_api.items.service import grant_view
 from cloud_api.pages.web import (
-    LANG_COOKIE,
-    LANG_MAX_AGE_S,
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
     PageRedirect,
     check_csrf,
     check_signin_csrf,
     csrf_for,
+    language_chosen,
     language_of,
     redirect,
     render,
@@ -32,7 +31,6 @@ from cloud_api.pages.web import (
     signed_in,
     signin_form,
 )
-from linli.i18n import LANGUAGES, PSEUDO
 from linli.ids import new_id
 
 router = APIRouter(include_in_schema=False)
@@ -90,14 +88,8 @@ def staff_language(
     """Choose the console's language: kept on the account and in a cookie."""
     worker, token = staff_of(request)
     check_csrf(request, token, csrf)
-    if language in LANGUAGES:
-        request.app.state.services.accounts.set_language(worker, language)
-    home = STAFF_HOME[worker.role]
     safe = back.startswith(("/staff", "/maint")) and "//" not in back
-    response = redirect(back if safe else home)
-    if language in (*LANGUAGES, PSEUDO):
-        set_cookie(response, LANG_COOKIE, language, LANG_MAX_AGE_S)
-    return response
+    return language_chosen(request, worker, language, back if safe else STAFF_HOME[worker.role])
 
 
 @router.post("/staff/signout")

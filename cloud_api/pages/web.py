@@ -214,6 +214,19 @@ def render(
     return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
+def language_chosen(
+    request: Request, person: Person | None, language: str, to: str
+) -> RedirectResponse:
+    """After a language button: keep a signed-in person's choice on their account, and anyone's
+    in a cookie (the pseudo-locale only in the cookie), then go to ``to``."""
+    if person is not None and language in LANGUAGES:
+        request.app.state.services.accounts.set_language(person, language)
+    response = redirect(to)
+    if language in (*LANGUAGES, PSEUDO):
+        set_cookie(response, LANG_COOKIE, language, LANG_MAX_AGE_S)
+    return response
+
+
 def redirect(location: str) -> RedirectResponse:
     """A 303 after a form post (the browser then GETs the page)."""
     return RedirectResponse(location, status_code=303, headers=SECURITY_HEADERS)
