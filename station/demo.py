@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -101,6 +102,7 @@ def start_station(
         host="127.0.0.1",
         port=http_port or free_port(),
         broker_url=address.url,
+        metrics_token=_metrics_token(cloud_dir / "secrets" / "metrics_token"),
         # The demo shows its notifications (log channel) at once, whatever the hour.
         quiet_start="00:00",
         quiet_end="00:00",
@@ -126,6 +128,17 @@ def start_station(
         station.stop()
         raise
     return station
+
+
+def _metrics_token(path: Path) -> str:
+    """The demo's ``/metrics`` token: made once, kept in a file only its owner can read (the
+    demo prints where it is, never the token)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 SIM_PHOTOS = Path(valuation_terminal.__file__).resolve().parent / "sim_photos"
@@ -170,7 +183,10 @@ def describe(station: Station) -> str:
         "Linli demo (邻里演示系统) is running.",
         f"  HTTP (cloud API):  {station.cloud.url}   (API docs: {station.cloud.url}/docs)",
         f"  Resident pages:    {station.cloud.url}/signin   (phone + PIN below; 中文 / English)",
-        f"  Read a code out:   {station.cloud.url}/staff/signin   (social worker + TOTP)",
+        f"  Staff consoles:    {station.cloud.url}/staff/signin   (password + TOTP: a social"
+        " worker lands on the approval queue, a maintainer on the devices and alerts)",
+        f"  Metrics:           {station.cloud.url}/metrics   (Authorization: Bearer <the token in"
+        f" {station.data_dir / 'cloud' / 'secrets' / 'metrics_token'}>)",
         *(
             [f"  Valuation kiosk:   {station.terminal.kiosk.url}   (a resident gives an item)"]
             if station.terminal is not None
