@@ -136,6 +136,14 @@ def read_rows(
             (community_id, since_ms, until_ms),
         )
     )
+    reporting_since = tuple(
+        (r["device_id"], int(r["first_ms"]))
+        for r in db.execute(
+            f"SELECT device_id, MIN(wall_ms) AS first_ms FROM device_events"  # noqa: S608
+            f" WHERE device_id IN ({lockers}) GROUP BY device_id",
+            (community_id,),
+        )
+    )
     return ReportRows(
         items=items,
         history=history,
@@ -143,6 +151,7 @@ def read_rows(
         occupancy=tuple(occupancy),
         compartments=tuple((r["device_id"], r["name"]) for r in compartments),
         current_occupancy=tuple((r["device_id"], r["name"], r["occupancy"]) for r in compartments),
+        reporting_since=reporting_since,
         residents=residents,
         contributions=contributions,
     )

@@ -5,7 +5,7 @@ broker, the real cloud), has a resident give one item at the kiosk so the social
 is not empty, then signs in as a resident, a social worker and a maintainer in headless Chromium
 and saves each page as a PNG::
 
-    .venv/bin/python -m station.screenshots --out docs/screenshots
+    .venv/bin/python -m station.screenshots --out linli-data/screenshots
 
 It needs the development extra (Playwright) and a Chromium (``/usr/bin/chromium``, or
 ``$LINLI_CHROMIUM``). Pages that fail to load are listed at the end and the exit status is 1.
@@ -202,7 +202,7 @@ def _shoot(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m station.screenshots --out DIR``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
+    parser.add_argument("--out", type=Path, default=Path("linli-data/screenshots"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="linli-shots-") as tmp:
         station = start_station(Path(tmp), broker_kind="auto", http_port=0, capture=True)

@@ -21,6 +21,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta, timezone
 from typing import Any
 
@@ -131,6 +132,7 @@ def test_a_week_with_no_activity_has_no_rates_and_no_division_by_zero() -> None:
             residents=(ResidentRow("a", 0, True),),
             compartments=(("l", "A1"),),
             current_occupancy=(("l", "A1", "absent"),),
+            reporting_since=(("l", 0),),
         ),
         AFTER,
     )
@@ -205,9 +207,24 @@ def constructed_rows() -> ReportRows:
         occupancy=occupancy,
         compartments=compartments,
         current_occupancy=(("l", "A4", "present"), ("l", "A1", "absent")),
+        reporting_since=(("l", S - 7 * 24 * HOUR_MS),),
         residents=residents,
         contributions=contributions,
     )
+
+
+def test_a_locker_counts_only_from_its_first_report() -> None:
+    # Installed two days into the week, full ever since: 5 days of its hours, all occupied; a
+    # locker that never reported adds nothing (its hours before installation are nobody's).
+    rows = ReportRows(
+        compartments=(("new", "A1"), ("silent", "A1")),
+        current_occupancy=(("new", "A1", "present"), ("silent", "A1", "present")),
+        reporting_since=(("new", S + 48 * HOUR_MS),),
+    )
+    f = weekly_figures(WEEK, rows, AFTER)
+    assert f.compartment_hours == pytest.approx(5 * 24)
+    assert f.compartment_utilization == pytest.approx(1.0)
+    assert weekly_figures(WEEK, replace(rows, reporting_since=()), AFTER).compartment_hours == 0
 
 
 def test_the_figures_of_a_constructed_week_equal_the_hand_computed_ones() -> None:

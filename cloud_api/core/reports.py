@@ -202,6 +202,9 @@ class ReportRows:
     """Every compartment of the community's lockers, as (device id, name)."""
     current_occupancy: tuple[tuple[str, str, str], ...] = ()
     """(device id, name, occupancy now): used for a compartment that never reported a change."""
+    reporting_since: tuple[tuple[str, int], ...] = ()
+    """(device id, wall time of its first event): a locker's compartments count from then on
+    (before it was installed, or before it ever reported, its hours are not the community's)."""
     residents: tuple[ResidentRow, ...] = ()
     contributions: tuple[ContributionRow, ...] = ()
 
@@ -319,11 +322,16 @@ def _occupied_ms(rows: ReportRows, start_ms: int, end_ms: int) -> tuple[float, f
     for event in rows.occupancy:
         events.setdefault((event.device_id, event.compartment), []).append(event)
     now = {(d, c): o for d, c, o in rows.current_occupancy}
+    since_of = dict(rows.reporting_since)
     total = occupied = 0.0
     for place in rows.compartments:
-        total += end_ms - start_ms
+        reporting_ms = since_of.get(place[0])
+        if reporting_ms is None or reporting_ms >= end_ms:
+            continue  # not reporting yet in this range: its hours are nobody's
+        begin_ms = max(start_ms, reporting_ms)
+        total += end_ms - begin_ms
         changes = sorted(events.get(place, ()), key=lambda e: e.at_ms)
-        before = [e for e in changes if e.at_ms < start_ms]
+        before = [e for e in changes if e.at_ms < begin_ms]
         if before:
             state = before[-1].occupancy
         elif changes:
@@ -331,9 +339,9 @@ def _occupied_ms(rows: ReportRows, start_ms: int, end_ms: int) -> tuple[float, f
             state = {"present": "absent", "absent": "present"}.get(changes[0].occupancy, "unknown")
         else:
             state = now.get(place, "unknown")
-        since = start_ms
+        since = begin_ms
         for event in changes:
-            if event.at_ms < start_ms:
+            if event.at_ms < begin_ms:
                 continue
             if event.at_ms >= end_ms:
                 break
