@@ -20,6 +20,7 @@ password and TOTP, once per person and cloud (a TOTP step counts once).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -33,6 +34,7 @@ import pytest
 from conftest import CloudUnderTest
 from test_pages import ALLOWED_BARE, TextNodes, cookie_named, csrf_of
 from test_settlement_scenarios import balance, item_status
+from test_sw_cases_report import picked_up
 from test_valuation_api import _close_clients, proposed_and_inside  # noqa: F401 (a fixture)
 
 from cloud_api.accounts.service import Person
@@ -514,6 +516,40 @@ def test_acting_for_a_resident_shows_the_banner_and_records_both_names(
     assert stopped.status_code == 303 and stopped.headers["location"] == "/staff/residents/per_1"
     assert zhang.acting is None
     assert 'data-testid="acting-banner"' not in zhang.get("/staff").text
+
+
+def test_a_problem_reported_for_a_resident_is_their_case_and_names_the_worker(
+    cloud: CloudUnderTest,
+) -> None:
+    grant = cloud.store.read_one(
+        "SELECT id FROM grants WHERE item_id = 'itm_kettle' AND status = 'active'"
+    )
+    assert grant is not None
+    picked_up(cloud, "itm_kettle", grant["id"], "b2" * 6)  # Wang took the kettle
+    zhang = console_of(cloud, "zhang")
+    zhang.post("/staff/residents/per_2/act", {})  # acting for someone who did not take it
+    assert 'data-testid="problem-itm_kettle"' not in zhang.get("/staff/residents/per_2").text
+    other = zhang.post("/staff/acting/problem/itm_kettle", {"problem": "damaged"})
+    assert other.status_code == 404
+
+    zhang.post("/staff/residents/per_1/act", {})
+    assert 'data-testid="problem-itm_kettle"' in zhang.get("/staff/residents/per_1").text
+    unknown = zhang.post("/staff/acting/problem/itm_kettle", {"problem": "stolen"})
+    assert unknown.status_code == 404
+    done = zhang.post(
+        "/staff/acting/problem/itm_kettle", {"problem": "damaged", "note": "  lid cracked "}
+    )
+    assert done.status_code == 303 and done.headers["location"].endswith("?done=problem")
+    cases = cloud.store.read(
+        "SELECT person_id, detail FROM cases WHERE kind = 'problem_report'"
+        " AND item_id = 'itm_kettle'"
+    )
+    assert [(c["person_id"], json.loads(c["detail"])) for c in cases] == [
+        (WANG, {"problem": "damaged", "note": "lid cracked", "recorded_by": ZHANG})
+    ]
+    again = zhang.post("/staff/acting/problem/itm_kettle", {"problem": "other"})
+    assert again.status_code == 409 and "already reported" in text_of(again.text)
+    assert len(cloud.store.read("SELECT id FROM cases WHERE kind = 'problem_report'")) == 1
 
 
 def test_a_forged_or_borrowed_acting_cookie_is_refused(cloud: CloudUnderTest) -> None:

@@ -985,11 +985,35 @@ class ItemService:
         self._after(changed)
         return {"status": next_status(item["status"], decision, item["kind"])}
 
-    def report_problem(self, person: Any, item_id: str, problem: str, note: str) -> dict[str, Any]:
-        """A resident reports a problem with an item they picked up, within the dispute window."""
+    def report_problem(
+        self,
+        person: Any,
+        item_id: str,
+        problem: str,
+        note: str,
+        *,
+        on_behalf_of: str | None = None,
+    ) -> dict[str, Any]:
+        """A resident reports a problem with an item they picked up, within the dispute window
+        (or a social worker for them, ``on_behalf_of``: the case is the resident's and records
+        who wrote it)."""
         now = self._now()
+        reporter = person.id
+        detail: dict[str, Any] = {"problem": problem, "note": note}
         with self.store.write() as db:
+            if person.role == "resident":
+                if on_behalf_of not in (None, person.id):
+                    raise Forbidden("a resident reports only for themselves")
+            else:
+                if person.role != "social_worker" or on_behalf_of is None:
+                    raise Invalid(
+                        "staff report a problem for a resident: name them", field="on_behalf_of"
+                    )
+                reporter = resident_of(db, person, on_behalf_of)["id"]
+                detail["recorded_by"] = person.id
             item = self._own_item(db, person, item_id, as_donor=False)
+            if item["reserved_by"] != reporter:
+                raise NotFound("no such item")
             if item["status"] != "picked_up" or (item["dispute_until_ms"] or 0) < now:
                 raise Conflict(
                     "problems can be reported only within the window after a pickup",
@@ -1000,10 +1024,10 @@ class ItemService:
                 community_id=person.community_id,
                 kind="problem_report",
                 now_ms=now,
-                event_ref=f"problem:{item_id}:{person.id}",
+                event_ref=f"problem:{item_id}:{reporter}",
                 item_id=item_id,
-                person_id=person.id,
-                detail={"problem": problem, "note": note},
+                person_id=reporter,
+                detail=detail,
             )
         if case_id is None:
             raise Conflict("a problem with this item is already reported", code="already_reported")

@@ -57,7 +57,7 @@ router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
 ITEMS_SHOWN = 20
 FLAG_NAMES = tuple(sorted(FLAGS))
-DONE = ("flags", "status", "acting", "reserved", "gift", "dropoff", "return")
+DONE = ("flags", "status", "acting", "reserved", "gift", "dropoff", "return", "problem")
 """What ``?done=`` may report on the resident's page."""
 PROBLEMS = {
     "not_available": "sw.act.error.not_available",
@@ -66,6 +66,8 @@ PROBLEMS = {
     "attention": "sw.act.error.attention",
     "no_free_compartment": "sw.act.error.no_space",
     "invalid_transition": "sw.act.error.state",
+    "dispute_window_closed": "sw.act.error.window",
+    "already_reported": "sw.act.error.reported",
 }
 """A service's refusal code → what the page says."""
 
@@ -316,6 +318,11 @@ def _acting_context(request: Request, worker: Person, person_id: str, q: str) ->
         " AND status IN ('on_loan', 'due', 'overdue'))) ORDER BY updated_ms DESC, id",
         (worker.community_id, person_id, person_id),
     )
+    picked_up = svc.store.read(
+        "SELECT id, title, dispute_until_ms FROM items WHERE community_id = ? AND reserved_by = ?"
+        " AND status = 'picked_up' AND dispute_until_ms >= ? ORDER BY dispute_until_ms, id",
+        (worker.community_id, person_id, now_ms(request)),
+    )
     with svc.store.snapshot() as db:
         _, text = svc.valuations.current_policy(db)
     zh = language_of(request, worker) == "zh-CN"
@@ -326,6 +333,8 @@ def _acting_context(request: Request, worker: Person, person_id: str, q: str) ->
         "listed": [i for i in listed["items"] if i.get("donor_id") != person_id],
         "gifts": [dict(r) for r in own if r["status"] == "proposed"],
         "loans": [dict(r) for r in own if r["status"] != "proposed"],
+        "picked_up": [dict(r) for r in picked_up],
+        "problem_kinds": PROBLEM_KINDS,
         "categories": categories,
     }
 
@@ -543,6 +552,35 @@ def act_dropoff(request: Request, item_id: IdPath, csrf: CsrfField = "") -> Resp
     except (CloudError, LedgerError) as exc:
         return _refused(request, worker, token, resident, exc)
     return redirect(f"/staff/residents/{resident['id']}?done=dropoff")
+
+
+PROBLEM_KINDS = ("not_as_described", "damaged", "missing", "other")
+"""What a resident may report about an item picked up (as on their own page)."""
+
+
+@router.post("/staff/acting/problem/{item_id}")
+def act_problem(
+    request: Request,
+    item_id: IdPath,
+    problem: Annotated[str, Form(max_length=32)],
+    note: Annotated[str, Form(max_length=500)] = "",
+    csrf: CsrfField = "",
+) -> Response:
+    """A problem with an item the resident picked up, reported for them (a case in their name
+    that records who wrote it)."""
+    worker, token, resident = _acting(request)
+    check_csrf(request, token, csrf)
+    if resident is None:
+        return _not_acting(request, worker, token)
+    if problem not in PROBLEM_KINDS:
+        return _refused(request, worker, token, resident, NotFound("no such problem"))
+    try:
+        svc_of(request).items.report_problem(
+            worker, item_id, problem, note.strip(), on_behalf_of=resident["id"]
+        )
+    except CloudError as exc:
+        return _refused(request, worker, token, resident, exc)
+    return redirect(f"/staff/residents/{resident['id']}?done=problem")
 
 
 @router.post("/staff/acting/return/{item_id}")
