@@ -410,6 +410,19 @@ def test_a_stale_grant_list_in_telemetry_uses_the_configured_bound(rig: Rig) -> 
     assert alert["compartment"] is None
 
 
+def test_the_stale_bound_is_read_from_the_devices_configuration(rig: Rig) -> None:
+    store = rig.server.app.state.services.store
+    with store.write() as db:  # a configuration whose bound is ten minutes, not the default hour
+        db.execute(
+            "UPDATE devices SET cfg_body = ? WHERE id = 'locker-b'",
+            (json.dumps({"version": 9, "stale_after_s": 600, "grants": []}),),
+        )
+    rig.tele("locker-b", grant_list_age_s=600)
+    assert rig.alerts() == []
+    rig.tele("locker-b", grant_list_age_s=601)
+    assert rig.alert("stale_grant_list")["device_id"] == "locker-b"
+
+
 def test_offline_only_after_the_grace_and_a_restart_pages_nobody(rig: Rig) -> None:
     # A clean restart: offline, back online within seconds.
     rig.status("online")
