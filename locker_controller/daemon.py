@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +65,7 @@ from locker_controller.core.model import (
 )
 from locker_controller.core.persist import from_document, to_document
 from locker_controller.core.table import lock_word
+from locker_controller.health import HealthProbe
 from locker_controller.link import (
     BrokerAddress,
     DeviceLink,
@@ -99,18 +99,6 @@ class _CodeRequest:
 @dataclass(frozen=True)
 class _Stop:
     pass
-
-
-def disk_free_pct(path: Path) -> float | None:
-    """Free space of the file system holding ``path``, in percent of its size (one decimal),
-    or None when it cannot be read (telemetry ``disk_free_pct``: the cloud alerts below 10 %)."""
-    try:
-        usage = shutil.disk_usage(path)
-    except OSError:
-        return None
-    if usage.total <= 0:
-        return None
-    return round(100.0 * usage.free / usage.total, 1)
 
 
 class LockerDaemon:
@@ -172,6 +160,8 @@ class LockerDaemon:
         )
         self._stopped = threading.Event()
         self._logged_ack_refusals: set[str] = set()
+        # The Pi's temperature, throttling bits and free disk, sampled off the core thread.
+        self._health = HealthProbe(data_dir)
 
     # --- public, thread-safe --------------------------------------------------------------
 
@@ -203,6 +193,7 @@ class LockerDaemon:
             ]
         )
         self._thread.start()
+        self._health.start()
         self._link.start()
         log.info("controller %s started (boot %s)", self.device_id, self.boot_id)
 
@@ -229,6 +220,7 @@ class LockerDaemon:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self._link.stop()
+        self._health.stop()
         self._bus.close()
         self._outbox.close()
         self._store.close()
@@ -499,6 +491,7 @@ class LockerDaemon:
         if now - self._last_tele_ms >= self._telemetry_every_ms and self._link.is_connected:
             self._last_tele_ms = now
             wall_ms, trust = trusted_time(self._state, self._clock.now())
+            health = self._health.latest
             tele = Telemetry(
                 device_id=self.device_id,
                 boot_id=self.boot_id,
@@ -510,6 +503,8 @@ class LockerDaemon:
                 clock_trust=trust,
                 guarded=is_guarded(self._state, wall_ms),
                 reported_through_ms=self._reported_through_ms(wall_ms, trust),
-                disk_free_pct=disk_free_pct(self._data_dir),
+                cpu_temp_c=health.cpu_temp_c,
+                throttled=health.throttled,
+                disk_free_pct=health.disk_free_pct,
             )
             self._link.publish("tele", encode(tele))
