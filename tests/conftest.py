@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from cloud_api.store import Store
 from linli.broker import BrokerAddress
 from linli.clock import FakeClock, SystemClock
 from linli.identity import DeviceIdentity
-from station.broker import BrokerInfo, free_port
+from station.broker import BrokerInfo, MosquittoBroker, free_port, mosquitto_binary
 from station.cloud_server import CloudServer
 from station.locker import SimulatedLocker, start_simulated_locker
 
@@ -105,6 +106,23 @@ class CloudUnderTest:
     def stop(self) -> None:
         """Stop the server."""
         self.server.stop()
+
+
+@contextmanager
+def module_cloud(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **overrides: object
+) -> Iterator[CloudUnderTest]:
+    """A seeded cloud on its own Mosquitto, for a module's tests to share (``overrides`` are
+    settings); skips without Mosquitto, or fails with LINLI_REQUIRE_SYSTEM=1."""
+    if mosquitto_binary() is None:
+        require_system("mosquitto binary not installed (apt-get install mosquitto)")
+    root = tmp_path_factory.mktemp(name)
+    with MosquittoBroker(root / "mosquitto") as broker:
+        running = CloudUnderTest(root / "cloud", broker.info, **overrides)
+        try:
+            yield running
+        finally:
+            running.stop()
 
 
 @pytest.fixture

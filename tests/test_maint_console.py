@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import CloudUnderTest
+from conftest import CloudUnderTest, module_cloud
 from paho.mqtt.enums import CallbackAPIVersion
 from test_pages import ALLOWED_BARE, TextNodes
 
@@ -52,7 +52,6 @@ from linli.contract import (
     verify_envelope,
 )
 from linli.i18n import LANGUAGES, t
-from station.broker import MosquittoBroker
 from station.capture import MqttCapture
 from station.cloud_server import CloudServer
 
@@ -117,13 +116,8 @@ def publish(broker: BrokerAddress, where: str, payload: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    root = tmp_path_factory.mktemp("maint")
-    with MosquittoBroker(root / "mosquitto") as broker:
-        cloud = CloudUnderTest(root / "cloud", broker.info)
-        try:
-            yield Site(cloud, cloud.broker)
-        finally:
-            cloud.stop()
+    with module_cloud(tmp_path_factory, "maint") as cloud:
+        yield Site(cloud, cloud.broker)
 
 
 def wait_until(what: str, condition: Callable[[], object], timeout_s: float = 5.0) -> None:

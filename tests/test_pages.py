@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import httpx
 import pytest
-from conftest import CloudUnderTest
+from conftest import CloudUnderTest, module_cloud
 
 from cloud_api.seed import LOGINS
 from linli.i18n import LANGUAGES, catalog
@@ -33,13 +33,8 @@ PAGES = ["/app", "/app/items", "/app/items/itm_books", "/app/history", "/app/loa
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudUnderTest]:
     """A seeded cloud for the module (the pages only read, but for the posts tested)."""
-    from station.broker import MosquittoBroker
-
-    root = tmp_path_factory.mktemp("pages")
-    with MosquittoBroker(root / "mosquitto") as broker:
-        running = CloudUnderTest(root / "cloud", broker.info)
+    with module_cloud(tmp_path_factory, "pages") as running:
         yield running
-        running.stop()
 
 
 def cookie_named(response: httpx.Response, name: str) -> dict[str, str]:

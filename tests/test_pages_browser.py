@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from broker_fixtures import MISSING_MOSQUITTO
 from browser import (
     LANG_BUTTON,
     PHONE_VIEWPORT,
@@ -51,7 +50,7 @@ from browser import (
     small_text,
     wider_than_viewport,
 )
-from conftest import CloudUnderTest, LockerFactory, require_system
+from conftest import CloudUnderTest, LockerFactory, module_cloud
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 from starlette.routing import Route
 from test_offline_grants import (
@@ -67,7 +66,6 @@ from test_offline_grants import start_locker as start_locker_a
 from cloud_api.pages.router import router as pages_router
 from cloud_api.seed import ITEMS, LOGINS, DemoLogin
 from linli.i18n import LANGUAGES, t
-from station.broker import MosquittoBroker, mosquitto_binary
 from station.scenarios import wait_for
 
 WANG = LOGINS[0]
@@ -387,13 +385,8 @@ class Surveyor:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudUnderTest]:
     """A seeded cloud for the module's survey, on its own Mosquitto (no locker: pages only)."""
-    if mosquitto_binary() is None:
-        require_system(MISSING_MOSQUITTO)
-    root = tmp_path_factory.mktemp("pages-browser")
-    with MosquittoBroker(root / "mosquitto") as broker:
-        running = CloudUnderTest(root / "cloud", broker.info)
+    with module_cloud(tmp_path_factory, "pages-browser") as running:
         yield running
-        running.stop()
 
 
 @pytest.fixture(scope="module")

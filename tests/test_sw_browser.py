@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from broker_fixtures import MISSING_MOSQUITTO
 from browser import (
     DESKTOP_VIEWPORT,
     LANG_BUTTON,
@@ -30,13 +29,12 @@ from browser import (
     format_violations,
     small_targets,
 )
-from conftest import CloudUnderTest, require_system
+from conftest import CloudUnderTest, module_cloud
 from playwright.sync_api import Browser, Page, expect
 from test_valuation_api import _close_clients, proposed_and_inside  # noqa: F401 (a fixture)
 
 from cloud_api.seed import LOGINS
 from linli.i18n import LANGUAGES, t
-from station.broker import MosquittoBroker, mosquitto_binary
 
 ZHANG = next(login for login in LOGINS if login.login == "zhang")
 DESKTOP = DESKTOP_VIEWPORT
@@ -60,15 +58,8 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The module's cloud, on its own Mosquitto."""
-    if mosquitto_binary() is None:
-        require_system(MISSING_MOSQUITTO)
-    root = tmp_path_factory.mktemp("sw-browser")
-    with MosquittoBroker(root / "mosquitto") as broker:
-        running = CloudUnderTest(root / "cloud", broker.info)
-        try:
-            yield Site(running)
-        finally:
-            running.stop()
+    with module_cloud(tmp_path_factory, "sw-browser") as running:
+        yield Site(running)
 
 
 def sign_in(page: Page) -> None:

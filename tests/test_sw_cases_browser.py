@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from broker_fixtures import MISSING_MOSQUITTO
 from browser import (
     DESKTOP_VIEWPORT,
     LANG_BUTTON,
@@ -30,7 +29,7 @@ from browser import (
     format_violations,
     small_targets,
 )
-from conftest import CloudUnderTest, require_system
+from conftest import CloudUnderTest, module_cloud
 from playwright.sync_api import Browser, Page, expect
 from test_sw_cases_report import picked_up, resident_token
 
@@ -38,7 +37,6 @@ from cloud_api.core.reports import week_of
 from cloud_api.seed import LOGINS
 from cloud_api.transparency import COMMUNITY_TZ
 from linli.i18n import LANGUAGES
-from station.broker import MosquittoBroker, mosquitto_binary
 
 WANG, _, ZHANG, *_ = LOGINS
 DESKTOP = DESKTOP_VIEWPORT
@@ -76,15 +74,8 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The module's cloud, on its own Mosquitto."""
-    if mosquitto_binary() is None:
-        require_system(MISSING_MOSQUITTO)
-    root = tmp_path_factory.mktemp("sw-cases-browser")
-    with MosquittoBroker(root / "mosquitto") as broker:
-        running = CloudUnderTest(root / "cloud", broker.info)
-        try:
-            yield Site(running)
-        finally:
-            running.stop()
+    with module_cloud(tmp_path_factory, "sw-cases-browser") as running:
+        yield Site(running)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CloudUnderTest, require_system
+from conftest import CloudUnderTest, module_cloud
 from test_pages import ALLOWED_BARE, TextNodes, cookie_named, csrf_of, sign_in
 from test_settlement_scenarios import event, item_status, publish_as
 
@@ -57,7 +57,6 @@ from cloud_api.core.reports import (
 from cloud_api.grants.service import code_of
 from cloud_api.seed import LOGINS, DemoLogin
 from cloud_api.transparency import COMMUNITY_TZ
-from station.broker import MosquittoBroker, mosquitto_binary
 from station.scenarios import wait_for
 
 WANG, LI, ZHANG, LIU, CHEN = LOGINS
@@ -284,13 +283,8 @@ def test_the_charts_are_named_svg_with_their_words_escaped() -> None:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudUnderTest]:
     """A seeded cloud for the cases and items tests, on its own Mosquitto."""
-    if mosquitto_binary() is None:
-        require_system("mosquitto not installed")
-    root = tmp_path_factory.mktemp("sw-cases")
-    with MosquittoBroker(root / "mosquitto") as broker:
-        running = CloudUnderTest(root / "cloud", broker.info)
+    with module_cloud(tmp_path_factory, "sw-cases") as running:
         yield running
-        running.stop()
 
 
 _SESSIONS: dict[tuple[int, str], str] = {}
@@ -897,13 +891,8 @@ def test_a_loan_case_gives_a_return_code_keeps_the_deposit_and_relists(
 def report_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudUnderTest]:
     """A second seeded cloud for the report (its figures are computed from a known start), with
     a 1 s staleness bound so a cancelled reservation settles at once."""
-    if mosquitto_binary() is None:
-        require_system("mosquitto not installed")
-    root = tmp_path_factory.mktemp("sw-report")
-    with MosquittoBroker(root / "mosquitto") as broker:
-        running = CloudUnderTest(root / "cloud", broker.info, staleness_s=1)
+    with module_cloud(tmp_path_factory, "sw-report", staleness_s=1) as running:
         yield running
-        running.stop()
 
 
 def test_the_report_of_a_constructed_week_equals_the_hand_computed_figures(

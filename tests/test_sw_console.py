@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CloudUnderTest
+from conftest import CloudUnderTest, module_cloud
 from test_pages import ALLOWED_BARE, TextNodes, cookie_named, csrf_of
 from test_settlement_scenarios import balance, item_status
 from test_sw_cases_report import picked_up
@@ -49,7 +49,6 @@ from cloud_api.valuations.service import (
     effective_settings,
 )
 from linli.i18n import LANGUAGES, t
-from station.broker import MosquittoBroker
 from station.scenarios import wait_for
 
 WANG, LI, ZHANG, CHEN = "per_1", "per_2", "per_3", "per_5"
@@ -63,11 +62,8 @@ pytestmark = pytest.mark.mosquitto
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudUnderTest]:
     """A seeded cloud for the module, on its own Mosquitto (tests use their own items)."""
-    root = tmp_path_factory.mktemp("sw-console")
-    with MosquittoBroker(root / "mosquitto") as broker:
-        running = CloudUnderTest(root / "cloud", broker.info)
+    with module_cloud(tmp_path_factory, "sw-console") as running:
         yield running
-        running.stop()
 
 
 class Console:
